@@ -1,0 +1,326 @@
+"""One typed configuration for data, graph, sampling, model, training and serving.
+
+A run's configuration is `Config` defaults, then an optional YAML file, then
+`section.key=value` overrides from the command line. An unknown key or a value
+of the wrong type is an error that names it. The resolved config is saved with
+every run's artifacts (`Config.to_yaml`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import types
+import typing
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+
+class ConfigError(ValueError):
+  """A configuration key is unknown or its value has the wrong type."""
+
+
+def default_shared_data_dir() -> str | None:
+  """The shared KuaiRand-Pure copy beside the project root, if present."""
+  here = os.path.dirname(os.path.abspath(__file__))
+  candidate = os.path.join(os.path.dirname(here), "shared", "data", "kuairand_pure")
+  return candidate if os.path.isdir(candidate) else None
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """Where the logs are and how they become labelled, temporally split examples."""
+  # A directory in the official KuaiRand-Pure layout. Empty: synthetic data.
+  data_dir: str = ""
+  train_start: str = "2022-04-25"
+  train_end: str = "2022-05-04"
+  eval_start: str = "2022-05-05"
+  eval_end: str = "2022-05-06"
+  # `skip` = play_time_ms below this threshold.
+  skip_threshold_ms: int = 3000
+  # Fraction of malformed rows above which `prepare` fails.
+  max_bad_fraction: float = 0.01
+  # Read at most this many log rows (0 = all); for quick experiments.
+  max_rows: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class SyntheticConfig:
+  """Shape of the synthetic KuaiRand-layout data used when no data_dir is set."""
+  users: int = 3000
+  videos: int = 1500
+  authors: int = 400
+  tags: int = 60
+  musics: int = 300
+  tabs: int = 15
+  days: int = 12
+  impressions: int = 60000
+  history_length: int = 50
+  start_date: str = "2022-04-25"
+  seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class GraphConfig:
+  """Which node and edge sets the Beam graph builder materialises."""
+  behaviours: tuple[str, ...] = ("impression", "click", "long_view", "like")
+  include_history: bool = True
+  # Video-video co-engagement: pair a user's long-view/like events with the
+  # previous `co_engage_window` such events; keep the top-K per video and day.
+  co_engage_window: int = 5
+  co_engage_top_k: int = 10
+  # Extra Beam pipeline options, e.g. ("--runner=FlinkRunner",).
+  beam_args: tuple[str, ...] = ("--runner=DirectRunner",)
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+  """Subgraph sampling around each example's user and video."""
+  # Fan-out per hop, applied to every edge set leaving the frontier.
+  fanouts: tuple[int, ...] = (10, 5)
+  # Edge sets sampled (in either direction); per-edge-set fan-out overrides.
+  edge_sets: tuple[str, ...] = ("click", "long_view", "like", "history",
+                                "authored_by", "tagged", "co_engage")
+  fanout_overrides: dict[str, int] = dataclasses.field(default_factory=dict)
+  seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """The GNN encoder, GFAE and multi-task ranker."""
+  mode: str = "e2e"  # e2e | two_stage | no_graph
+  gnn: str = "graph_sage"  # graph_sage | gatv2 | hgt
+  gnn_hidden_dim: int = 32
+  gnn_layers: int = 2
+  gnn_dropout: float = 0.1
+  embedding_dim: int = 16
+  bottom: str = "dcn"  # dcn | mmoe
+  bottom_units: tuple[int, ...] = (128, 64)
+  cross_layers: int = 2
+  num_experts: int = 4
+  tower_units: tuple[int, ...] = (32,)
+  fusion_level1: bool = True
+  fusion_level2: bool = True
+  gfae: bool = True
+  gfae_mask_rate: float = 0.3
+  gfae_loss: str = "sce"  # sce | mse
+  gfae_sce_gamma: float = 2.0
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Optimisation, loss balancing, logging and checkpoints."""
+  batch_size: int = 512
+  epochs: int = 2
+  learning_rate: float = 2e-3
+  loss_balancer: str = "gradnorm"  # gradnorm | fixed | uncertainty
+  gradnorm_alpha: float = 1.5
+  gradnorm_learning_rate: float = 0.025
+  # Fixed loss weights (also GradNorm's initial weights); missing = 1.0.
+  loss_weights: dict[str, float] = dataclasses.field(default_factory=dict)
+  # two_stage: epochs of GNN pretraining (GFAE + link prediction).
+  pretrain_epochs: int = 1
+  seed: int = 0
+  steps_per_execution: int = 1
+  # 0 = whole split.
+  max_train_steps: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+  """How a trained model is judged and blessed."""
+  # Bless only if mean GAUC beats the no_graph baseline (or the last blessed
+  # model) by at least this margin.
+  blessing_margin: float = 0.0
+  baseline_mode: str = "no_graph"
+
+
+@dataclasses.dataclass(frozen=True)
+class ServingConfig:
+  """The exported SavedModel and the local TF-Serving-protocol server."""
+  model_name: str = "e2e_grec"
+  # Ranking score = sum of weight * task prediction; missing task = 0.
+  task_weights: dict[str, float] = dataclasses.field(
+      default_factory=lambda: {"click": 1.0, "long_view": 1.0, "like": 2.0,
+                               "skip": -1.0, "stay": 0.2})
+  max_candidates: int = 1000
+  host: str = "127.0.0.1"
+  grpc_port: int = 8500
+  rest_port: int = 8501
+  # Seconds between polls of the model directory for new versions.
+  poll_seconds: float = 2.0
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+  """Where a TFX pipeline run keeps its artifacts and metadata."""
+  name: str = "e2e-grec"
+  root: str = "runs/e2e-grec"
+  serving_dir: str = "runs/serving"
+  kubeflow_image: str = "ghcr.io/e2e-grec/e2e-grec:0.1.0"
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  data: DataConfig = dataclasses.field(default_factory=DataConfig)
+  synthetic: SyntheticConfig = dataclasses.field(default_factory=SyntheticConfig)
+  graph: GraphConfig = dataclasses.field(default_factory=GraphConfig)
+  sampling: SamplingConfig = dataclasses.field(default_factory=SamplingConfig)
+  model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+  train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+  eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+  serving: ServingConfig = dataclasses.field(default_factory=ServingConfig)
+  pipeline: PipelineConfig = dataclasses.field(default_factory=PipelineConfig)
+
+  def to_dict(self) -> dict[str, Any]:
+    return _plain(dataclasses.asdict(self))
+
+  def to_yaml(self) -> str:
+    return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+  def save(self, path: str) -> None:
+    with open(path, "w") as f:
+      f.write(self.to_yaml())
+
+  def replace(self, **sections: Any) -> "Config":
+    """Returns a copy with whole sections or `section.key` values replaced."""
+    return from_dict(_merge(self.to_dict(), _nest(sections)))
+
+
+def _plain(value: Any) -> Any:
+  if isinstance(value, dict):
+    return {k: _plain(v) for k, v in value.items()}
+  if isinstance(value, (tuple, list)):
+    return [_plain(v) for v in value]
+  return value
+
+
+def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
+  nested: dict[str, Any] = {}
+  for key, value in flat.items():
+    if dataclasses.is_dataclass(value):
+      value = _plain(dataclasses.asdict(value))
+    parts = key.split(".")
+    node = nested
+    for part in parts[:-1]:
+      node = node.setdefault(part, {})
+    node[parts[-1]] = value
+  return nested
+
+
+def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+  merged = dict(base)
+  for key, value in update.items():
+    if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+      merged[key] = _merge(merged[key], value)
+    else:
+      merged[key] = value
+  return merged
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+  """Checks `value` against a type hint, converting YAML lists to tuples."""
+  origin = typing.get_origin(hint)
+  if origin in (typing.Union, types.UnionType):
+    for option in typing.get_args(hint):
+      try:
+        return _coerce(value, option, where)
+      except ConfigError:
+        pass
+    raise ConfigError(f"{where}: {value!r} is not a {hint}")
+  if hint is type(None):
+    if value is None:
+      return None
+    raise ConfigError(f"{where}: expected null, got {value!r}")
+  if origin is tuple:
+    if not isinstance(value, (list, tuple)):
+      raise ConfigError(f"{where}: expected a list, got {value!r}")
+    (item,) = typing.get_args(hint)[:1]
+    return tuple(_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+  if origin is dict:
+    if not isinstance(value, Mapping):
+      raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+    key_t, val_t = typing.get_args(hint)
+    return {_coerce(k, key_t, where): _coerce(v, val_t, f"{where}.{k}")
+            for k, v in value.items()}
+  if hint is float and isinstance(value, int) and not isinstance(value, bool):
+    return float(value)
+  if hint is bool and not isinstance(value, bool):
+    raise ConfigError(f"{where}: expected true/false, got {value!r}")
+  if hint in (int, float, str) and (not isinstance(value, hint) or
+                                    isinstance(value, bool)):
+    raise ConfigError(
+        f"{where}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
+  return value
+
+
+def _build(cls: type, values: Mapping[str, Any], where: str) -> Any:
+  if not isinstance(values, Mapping):
+    raise ConfigError(f"{where or 'config'}: expected a mapping, got {values!r}")
+  hints = typing.get_type_hints(cls)
+  names = {f.name for f in dataclasses.fields(cls)}
+  unknown = sorted(set(values) - names)
+  if unknown:
+    raise ConfigError(
+        f"unknown config key(s) {', '.join(where + k for k in unknown)}; "
+        f"known keys in {where.rstrip('.') or 'config'}: {', '.join(sorted(names))}")
+  kwargs = {}
+  for name, value in values.items():
+    hint = hints[name]
+    if dataclasses.is_dataclass(hint):
+      kwargs[name] = _build(hint, value, f"{where}{name}.")
+    else:
+      kwargs[name] = _coerce(value, hint, where + name)
+  return cls(**kwargs)
+
+
+def from_dict(values: Mapping[str, Any]) -> Config:
+  """Builds a Config, rejecting unknown keys and ill-typed values by name."""
+  config = _build(Config, values, "")
+  _validate(config)
+  return config
+
+
+def _validate(config: Config) -> None:
+  choices = {
+      "model.mode": (config.model.mode, ("e2e", "two_stage", "no_graph")),
+      "model.gnn": (config.model.gnn, ("graph_sage", "gatv2", "hgt")),
+      "model.bottom": (config.model.bottom, ("dcn", "mmoe")),
+      "model.gfae_loss": (config.model.gfae_loss, ("sce", "mse")),
+      "train.loss_balancer": (config.train.loss_balancer,
+                              ("gradnorm", "fixed", "uncertainty")),
+  }
+  for key, (value, allowed) in choices.items():
+    if value not in allowed:
+      raise ConfigError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
+  for key in ("train_start", "train_end", "eval_start", "eval_end"):
+    value = getattr(config.data, key)
+    try:
+      datetime.date.fromisoformat(value)
+    except ValueError:
+      raise ConfigError(f"data.{key}: {value!r} is not a YYYY-MM-DD date") from None
+  if not config.data.train_start <= config.data.train_end < config.data.eval_start <= config.data.eval_end:
+    raise ConfigError(
+        "data: splits must satisfy train_start <= train_end < eval_start <= eval_end, "
+        f"got {config.data.train_start}..{config.data.train_end} and "
+        f"{config.data.eval_start}..{config.data.eval_end}")
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+  """Parses `section.key=value`; the value is read as YAML (`[10, 5]`, `true`)."""
+  if "=" not in text or "." not in text.split("=", 1)[0]:
+    raise ConfigError(f"override {text!r} is not of the form section.key=value")
+  key, raw = text.split("=", 1)
+  return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+
+
+def load(path: str | None = None, overrides: Sequence[str] = ()) -> Config:
+  """Defaults, then the YAML file at `path`, then `section.key=value` overrides."""
+  values: dict[str, Any] = Config().to_dict()
+  if path:
+    with open(path) as f:
+      from_file = yaml.safe_load(f) or {}
+    values = _merge(values, from_file)
+  values = _merge(values, _nest(dict(parse_override(o) for o in overrides)))
+  return from_dict(values)
