@@ -43,6 +43,9 @@ class DataConfig:
   max_bad_fraction: float = 0.01
   # Read at most this many log rows (0 = all); for quick experiments.
   max_rows: int = 0
+  # Also read log_random_*.csv (randomly exposed impressions, `is_rand`=1) as
+  # examples. Off by default: their exposure policy differs from the standard log.
+  include_random_log: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +62,12 @@ class SyntheticConfig:
   history_length: int = 50
   start_date: str = "2022-04-25"
   seed: int = 0
+  # Co-watching communities: users mostly watch, and prefer, their community's
+  # videos, and follow its authors; this is the signal only a graph reveals.
+  communities: int = 8
+  # Weight of the graph-structured terms (community match, followed author)
+  # relative to the latent-factor term in the engagement score.
+  graph_signal: float = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +79,11 @@ class GraphConfig:
   # previous `co_engage_window` such events; keep the top-K per video and day.
   co_engage_window: int = 5
   co_engage_top_k: int = 10
-  # Extra Beam pipeline options, e.g. ("--runner=FlinkRunner",).
+  # Key shards of the columnar aggregation (by user, then by video): the
+  # unit of parallelism; raise it with the data size or worker count.
+  shards: int = 16
+  # Extra Beam pipeline options, e.g. ("--runner=FlinkRunner",). The
+  # DirectRunner is always the classic one (never Prism).
   beam_args: tuple[str, ...] = ("--runner=DirectRunner",)
 
 
@@ -125,6 +138,10 @@ class TrainConfig:
   steps_per_execution: int = 1
   # 0 = whole split.
   max_train_steps: int = 0
+  # TensorBoard / train_log.jsonl every N steps; a checkpoint every M steps
+  # (and after every epoch), so a killed run resumes close to where it died.
+  log_every_steps: int = 20
+  checkpoint_every_steps: int = 200
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,6 +151,8 @@ class EvalConfig:
   # model) by at least this margin.
   blessing_margin: float = 0.0
   baseline_mode: str = "no_graph"
+  # The metric (a key of the trainer's eval metrics) compared for blessing.
+  metric: str = "mean_gauc"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,9 +175,20 @@ class ServingConfig:
 class PipelineConfig:
   """Where a TFX pipeline run keeps its artifacts and metadata."""
   name: str = "e2e-grec"
+  # Local runs: artifacts, MLMD (metadata.sqlite) and the resolved config.
   root: str = "runs/e2e-grec"
+  # The Pusher writes versioned SavedModels to <serving_dir>/<serving.model_name>.
   serving_dir: str = "runs/serving"
+  # Rerun components whose inputs and parameters are unchanged from the cache.
+  enable_cache: bool = True
+  # Beam options of every Beam-based component (StatisticsGen, GraphBuilder...).
+  # Pin the runner: the newest DirectRunner may pick Prism, which needs a download.
+  beam_args: tuple[str, ...] = ("--runner=DirectRunner", "--direct_num_workers=1",
+                                "--direct_running_mode=in_memory")
+  # Kubeflow: the pipeline image and the remote pipeline root (models are pushed
+  # to <kubeflow_root>/serving/<serving.model_name>).
   kubeflow_image: str = "ghcr.io/e2e-grec/e2e-grec:0.1.0"
+  kubeflow_root: str = "gs://YOUR_BUCKET/e2e-grec"
 
 
 @dataclasses.dataclass(frozen=True)

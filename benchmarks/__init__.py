@@ -1,0 +1,1 @@
+"""Timed comparisons, run as `python -m benchmarks.<name>`; never part of the tests."""

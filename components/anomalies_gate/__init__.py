@@ -1,0 +1,1 @@
+"""AnomaliesGate: stops the pipeline when ExampleValidator found anomalies."""

@@ -1,0 +1,36 @@
+"""AnomaliesGate interface: ExampleValidator's anomalies in, nothing out.
+
+ExampleValidator records anomalies but never fails, so without a gate bad data
+would flow on into graph building and training. Downstream components depend
+on the gate (`add_upstream_node`), so a failed gate stops the run there.
+"""
+from __future__ import annotations
+
+from tfx import types
+from tfx.dsl.components.base import base_component, executor_spec
+from tfx.types import component_spec, standard_artifacts
+
+from e2e_grec.components.anomalies_gate import executor
+
+ANOMALIES_KEY = "anomalies"
+SCHEMA_SOURCE_KEY = "schema_source"
+
+
+class AnomaliesGateSpec(component_spec.ComponentSpec):
+  PARAMETERS = {
+      # Where the schema came from, named in the error so the user knows what to edit.
+      SCHEMA_SOURCE_KEY: component_spec.ExecutionParameter(type=str),
+  }
+  INPUTS = {ANOMALIES_KEY: component_spec.ChannelParameter(
+      type=standard_artifacts.ExampleAnomalies)}
+  OUTPUTS = {}
+
+
+class AnomaliesGate(base_component.BaseComponent):
+  """Fails with every anomaly listed when the examples do not match the schema."""
+
+  SPEC_CLASS = AnomaliesGateSpec
+  EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
+
+  def __init__(self, anomalies: types.BaseChannel, schema_source: str):
+    super().__init__(spec=AnomaliesGateSpec(anomalies=anomalies, schema_source=schema_source))

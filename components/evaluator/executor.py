@@ -1,0 +1,136 @@
+"""Evaluator work: compare mean GAUC, write the metrics table, bless or not.
+
+The metrics are the trainer's evaluation on the eval split (models/metrics),
+stored with each Model artifact, so comparing with the last blessed model does
+not retrain or re-sample it. A last blessed model evaluated on other examples
+is not comparable and is reported but not compared; the baseline is trained on
+the same examples in the same run, so it always is.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from typing import Any, Optional
+
+import yaml
+from tfx.components.evaluator import constants
+from tfx.dsl.components.base import base_executor
+from tfx.types import artifact, artifact_utils
+from tfx.utils import io_utils
+
+from e2e_grec import config as config_lib
+from e2e_grec.components.trainer import executor as trainer_executor
+
+METRICS_FILE = "metrics.json"
+TABLE_FILE = "metrics.md"
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluated:
+  """One model's metrics as the Evaluator compares them."""
+  label: str
+  artifact_id: int
+  uri: str
+  mode: str
+  examples: str
+  metrics: dict[str, float]
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+  blessed: bool
+  message: str
+
+
+def evaluated(label: str, model: artifact.Artifact) -> Evaluated:
+  record = trainer_executor.read_model_metrics(model.uri)
+  return Evaluated(label=label, artifact_id=model.id, uri=model.uri, mode=record.mode,
+                   examples=record.examples, metrics=record.metrics)
+
+
+def decide(candidate: Evaluated, baseline: Evaluated, last_blessed: Optional[Evaluated],
+           metric: str, margin: float) -> Decision:
+  """Bless if `metric` beats the baseline and a comparable last blessed model by `margin`."""
+  if last_blessed is not None and last_blessed.artifact_id == candidate.artifact_id:
+    return Decision(False, f"model {candidate.artifact_id} is already the last blessed model "
+                    "(pushed by an earlier run); nothing new to push")
+  references = [baseline]
+  if last_blessed is not None:
+    if last_blessed.examples == candidate.examples:
+      references.append(last_blessed)
+    else:
+      logging.info("the last blessed model was evaluated on other examples (%s); "
+                   "comparing with the baseline only", last_blessed.examples)
+  for model in (candidate, *references):
+    if metric not in model.metrics:
+      raise KeyError(f"{model.label} has no metric {metric!r}; it has "
+                     f"{', '.join(sorted(model.metrics))} ({model.uri})")
+  value = candidate.metrics[metric]
+  failed = [r for r in references if not value > r.metrics[metric] + margin]
+  comparison = ", ".join(f"{r.label} {r.metrics[metric]:.4f}" for r in references)
+  if failed:
+    return Decision(False, f"{metric} {value:.4f} does not beat "
+                    f"{' and '.join(r.label for r in failed)} by the margin {margin:+.4f} "
+                    f"({comparison})")
+  return Decision(True, f"{metric} {value:.4f} beats {comparison} by more than {margin:+.4f}")
+
+
+def table(models: list[Evaluated], metric: str) -> str:
+  """A markdown table: one row per metric, one column per model, `metric` first."""
+  names = sorted({name for m in models for name in m.metrics}, key=lambda n: (n != metric, n))
+  header = "| metric | " + " | ".join(f"{m.label} ({m.mode})" for m in models) + " |"
+  lines = [header, "|---" * (len(models) + 1) + "|"]
+  for name in names:
+    cells = [f"{m.metrics[name]:.4f}" if name in m.metrics else "" for m in models]
+    lines.append(f"| {name} | " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def bless(blessing: artifact.Artifact, candidate: Evaluated, baseline: Evaluated,
+          decision: Decision) -> None:
+  """Marks the blessing as TFX's Evaluator does, for the Pusher and the resolver."""
+  name = constants.BLESSED_FILE_NAME if decision.blessed else constants.NOT_BLESSED_FILE_NAME
+  io_utils.write_string_file(os.path.join(blessing.uri, name), decision.message)
+  blessing.set_int_custom_property(
+      constants.ARTIFACT_PROPERTY_BLESSED_KEY,
+      constants.BLESSED_VALUE if decision.blessed else constants.NOT_BLESSED_VALUE)
+  blessing.set_string_custom_property(constants.ARTIFACT_PROPERTY_CURRENT_MODEL_URI_KEY,
+                                      candidate.uri)
+  blessing.set_int_custom_property(constants.ARTIFACT_PROPERTY_CURRENT_MODEL_ID_KEY,
+                                   candidate.artifact_id)
+  blessing.set_string_custom_property(constants.ARTIFACT_PROPERTY_BASELINE_MODEL_URI_KEY,
+                                      baseline.uri)
+  blessing.set_int_custom_property(constants.ARTIFACT_PROPERTY_BASELINE_MODEL_ID_KEY,
+                                   baseline.artifact_id)
+  blessing.set_string_custom_property(constants.ARTIFACT_PROPERTY_BLESSING_MESSAGE_KEY,
+                                      decision.message)
+
+
+class Executor(base_executor.BaseExecutor):
+  """Writes metrics.json and metrics.md, and the blessing."""
+
+  def Do(self, input_dict: dict[str, list[artifact.Artifact]],
+         output_dict: dict[str, list[artifact.Artifact]],
+         exec_properties: dict[str, Any]) -> None:
+    settings = config_lib.from_dict(yaml.safe_load(exec_properties["config_yaml"])).eval
+    candidate = evaluated("candidate", artifact_utils.get_single_instance(input_dict["model"]))
+    baseline = evaluated("baseline", artifact_utils.get_single_instance(
+        input_dict["baseline_model"]))
+    last = input_dict.get("last_blessed_model") or []
+    last_blessed = evaluated("last blessed", last[0]) if last else None
+    decision = decide(candidate, baseline, last_blessed, settings.metric,
+                      settings.blessing_margin)
+    logging.info("%s: %s", "BLESSED" if decision.blessed else "NOT BLESSED", decision.message)
+
+    models = [m for m in (candidate, baseline, last_blessed) if m is not None]
+    evaluation = artifact_utils.get_single_instance(output_dict["evaluation"])
+    io_utils.write_string_file(os.path.join(evaluation.uri, METRICS_FILE), json.dumps({
+        "metric": settings.metric, "margin": settings.blessing_margin,
+        "blessed": decision.blessed, "message": decision.message,
+        "models": [dataclasses.asdict(m) for m in models]}, indent=2))
+    io_utils.write_string_file(os.path.join(evaluation.uri, TABLE_FILE),
+                               table(models, settings.metric))
+    bless(artifact_utils.get_single_instance(output_dict["blessing"]), candidate, baseline,
+          decision)

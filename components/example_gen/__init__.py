@@ -1,0 +1,1 @@
+"""ExampleGen: KuaiRand-layout (or synthetic) logs to a TFX `Examples` artifact."""

@@ -1,0 +1,88 @@
+"""ExampleGen work: (generate synthetic logs,) run `prepare`, describe the splits."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import tempfile
+from typing import Any
+
+import yaml
+from tfx.components.util import examples_utils
+from tfx.dsl.components.base import base_executor
+from tfx.dsl.io import fileio
+from tfx.proto import example_gen_pb2
+from tfx.types import artifact, artifact_utils
+from tfx.utils import io_utils
+
+from e2e_grec import config as config_lib
+from e2e_grec.components import staging
+from e2e_grec.datasets import prepare, split
+
+# Written last into a generated synthetic directory: its presence means complete.
+SYNTHETIC_STAMP = "synthetic_config.yaml"
+
+
+def ensure_synthetic(settings: config_lib.SyntheticConfig, data_dir: str) -> None:
+  """Generates synthetic logs into `data_dir` unless the same ones are there.
+
+  Generation goes to a temporary directory that is moved (or uploaded) into
+  place, so a run killed midway never leaves a half-written data directory.
+  """
+  from e2e_grec.datasets import synthetic  # only synthetic runs need it
+
+  wanted = yaml.safe_dump(dataclasses.asdict(settings))
+  stamp = os.path.join(data_dir, SYNTHETIC_STAMP)
+  if fileio.exists(stamp) and io_utils.read_string_file(stamp) == wanted:
+    logging.info("synthetic logs already in %s", data_dir)
+    return
+  logging.info("generating synthetic logs into %s", data_dir)
+  parent = None if staging.is_remote(data_dir) else os.path.dirname(os.path.abspath(data_dir))
+  if parent:
+    os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=".synthetic-", dir=parent)
+  try:
+    synthetic.generate(settings, tmp)
+    with open(os.path.join(tmp, SYNTHETIC_STAMP), "w") as f:
+      f.write(wanted)
+    if parent:
+      shutil.rmtree(data_dir, ignore_errors=True)
+      os.replace(tmp, data_dir)
+    else:
+      io_utils.copy_dir(tmp, data_dir)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def describe(examples: artifact.Artifact, split_names: list[str]) -> None:
+  """Sets the properties TFX readers rely on (as TFX's own ExampleGen does)."""
+  examples.split_names = artifact_utils.encode_split_names(split_names)
+  examples.span = 0
+  examples.version = 0
+  examples_utils.set_payload_format(examples, example_gen_pb2.FORMAT_TF_EXAMPLE)
+  examples_utils.set_file_format(examples, "tfrecords_gzip")
+
+
+class Executor(base_executor.BaseExecutor):
+  """Writes the Examples artifact with `datasets.prepare.prepare`."""
+
+  def Do(self, input_dict: dict[str, list[artifact.Artifact]],
+         output_dict: dict[str, list[artifact.Artifact]],
+         exec_properties: dict[str, Any]) -> None:
+    config = config_lib.from_dict(yaml.safe_load(exec_properties["config_yaml"]))
+    data_dir = exec_properties["data_dir"]
+    examples = artifact_utils.get_single_instance(output_dict["examples"])
+    if exec_properties["synthetic"]:
+      ensure_synthetic(config.synthetic, data_dir)
+    with staging.input_dir(data_dir) as local_data, \
+        staging.output_dir(examples.uri) as local_out:
+      report = prepare.prepare(config, local_data, local_out)
+    empty = [name for name in split.SPLITS if not report.splits.get(name, {}).get("rows")]
+    if empty:
+      raise ValueError(
+          f"the {' and '.join(empty)} split(s) of {data_dir} are empty: check "
+          f"data.train_start..train_end ({config.data.train_start}..{config.data.train_end}) "
+          f"and data.eval_start..eval_end ({config.data.eval_start}..{config.data.eval_end}) "
+          f"against the dates of the logs")
+    describe(examples, list(split.SPLITS))

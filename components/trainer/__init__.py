@@ -1,0 +1,1 @@
+"""Trainer: TFX's Trainer with a `graph` input, training through `run_fn`."""

@@ -1,0 +1,105 @@
+"""Trainer work: TFX's GenericExecutor calling `run_fn`, which trains and exports.
+
+`run_fn` gets TFX's `FnArgs`; `custom_config` carries the resolved config
+(`config_yaml`) and, added by the executor, the example, graph and model
+directories, since `train` reads whole artifacts (examples and node tables,
+the graph and its sampling index), not just the example files.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+from typing import Any, Mapping
+
+import yaml
+from tfx.components.trainer import executor as tfx_trainer_executor
+from tfx.components.trainer import fn_args_utils
+from tfx.types import artifact, artifact_utils
+from tfx.utils import io_utils, json_utils
+
+from e2e_grec import config as config_lib
+from e2e_grec.components import staging
+
+RUN_FN = "e2e_grec.components.trainer.executor.run_fn"
+CONFIG_KEY = "config_yaml"
+EXAMPLES_DIR_KEY = "examples_dir"
+GRAPH_DIR_KEY = "graph_dir"
+MODEL_DIR_KEY = "model_dir"
+# Beside Format-Serving in the Model artifact: what the Evaluator compares.
+MODEL_METRICS_FILE = "eval_metrics.json"
+RESOLVED_CONFIG_FILE = "config.yaml"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelMetrics:
+  """A trained model's eval metrics and what they were measured on."""
+  mode: str
+  examples: str
+  metrics: dict[str, float]
+
+
+def flatten(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+  """Nested metric dicts to `a/b` keys; non-numeric values are dropped."""
+  flat: dict[str, float] = {}
+  for key, value in metrics.items():
+    name = f"{prefix}{key}"
+    if isinstance(value, Mapping):
+      flat.update(flatten(value, f"{name}/"))
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+      flat[name] = float(value)
+  return flat
+
+
+def write_model_metrics(model_dir: str, record: ModelMetrics) -> None:
+  io_utils.write_string_file(os.path.join(model_dir, MODEL_METRICS_FILE),
+                             json.dumps(dataclasses.asdict(record), indent=2))
+
+
+def read_model_metrics(model_dir: str) -> ModelMetrics:
+  path = os.path.join(model_dir, MODEL_METRICS_FILE)
+  try:
+    return ModelMetrics(**json.loads(io_utils.read_string_file(path)))
+  except Exception as e:  # any unreadable record names the file
+    raise ValueError(f"cannot read the model's eval metrics {path}: {e}") from e
+
+
+def run_fn(fn_args: fn_args_utils.FnArgs) -> None:
+  """Trains `config.model.mode`, exports the SavedModel, records the eval metrics."""
+  from e2e_grec.models import train  # heavy imports only in the training step
+  from e2e_grec.serving import export
+
+  custom = fn_args.custom_config
+  config = config_lib.from_dict(yaml.safe_load(custom[CONFIG_KEY]))
+  graph_dir = custom.get(GRAPH_DIR_KEY) or None
+  with contextlib.ExitStack() as stack:
+    examples_dir = stack.enter_context(staging.input_dir(custom[EXAMPLES_DIR_KEY]))
+    if graph_dir:
+      graph_dir = stack.enter_context(staging.input_dir(graph_dir))
+    run_dir = stack.enter_context(staging.output_dir(fn_args.model_run_dir))
+    export_dir = stack.enter_context(staging.output_dir(fn_args.serving_model_dir))
+    config.save(os.path.join(run_dir, RESOLVED_CONFIG_FILE))
+    logging.info("training a %s model; logs in %s", config.model.mode, run_dir)
+    result = train.train(config, examples_dir, graph_dir, run_dir)
+    export.export_saved_model(result.model, result.sampler, result.node_tables, config,
+                              export_dir)
+  write_model_metrics(custom[MODEL_DIR_KEY], ModelMetrics(
+      mode=config.model.mode, examples=custom[EXAMPLES_DIR_KEY],
+      metrics=flatten(result.metrics)))
+
+
+class Executor(tfx_trainer_executor.GenericExecutor):
+  """GenericExecutor that also hands the artifact directories to `run_fn`."""
+
+  def Do(self, input_dict: dict[str, list[artifact.Artifact]],
+         output_dict: dict[str, list[artifact.Artifact]],
+         exec_properties: dict[str, Any]) -> None:
+    custom = json_utils.loads(exec_properties.get("custom_config") or "null") or {}
+    custom[EXAMPLES_DIR_KEY] = artifact_utils.get_single_uri(input_dict["examples"])
+    custom[GRAPH_DIR_KEY] = (artifact_utils.get_single_uri(input_dict["graph"])
+                             if input_dict.get("graph") else "")
+    custom[MODEL_DIR_KEY] = artifact_utils.get_single_uri(output_dict["model"])
+    super().Do(input_dict, output_dict,
+               {**exec_properties, "custom_config": json_utils.dumps(custom)})

@@ -1,0 +1,675 @@
+"""Builds the heterogeneous E2E-GRec graph from the training split with Apache Beam.
+
+Inputs: the training split of `prepare` (`<examples>/Split-train/*.gz`), its
+`node_tables.npz` and, when a KuaiRand directory is given, the pre-period
+history file. Output: the `Graph` directory of docs/ARCHITECTURE.md --
+`graph_schema.pbtxt`, the TF-GNN unigraph files `nodes/<set>.tfrecord` and
+`edges/<set>.tfrecord`, `sampling_index.npz`, `manifest.json`, `degrees.png`.
+
+How the pipeline scales: rows travel as columnar NumPy chunks, never one Beam
+element per impression. Impressions are keyed into `graph.shards` shards by
+user; each shard is aggregated with NumPy sorts (one edge per (user, video,
+day) and behaviour, and the user's co-engagement event pairs). The pairs are
+re-keyed by video for the per-(video, day) top-K, then by video again to make
+the kept set symmetric. Only the final edges become one element each, to be
+written as tf.Examples. Shards are the unit of parallelism on any runner.
+
+Leakage: an edge's `day` is the day of the newest event it was built from and
+nothing is aggregated across days (counts are per day, top-K is per day), so a
+later day's events never change an earlier-dated edge. The sampler only uses
+edges with `day < D` for an example on day D. Static video links carry day 0
+and the history edges the day of the history's newest event, both before any
+log day.
+
+Bad input: edges whose endpoint is not in the node tables (index 0) are
+dropped and counted per edge set and reason in the manifest; a dropped edge is
+counted once, under its source if that is unknown, else under its target.
+Missing or empty inputs raise `GraphBuildError` naming what is missing.
+
+Runner: the DirectRunner is pinned to Beam's classic FnApi runner (Prism, which
+newer Beam picks by default, breaks TF-GNN's Beam sampler); every Beam option
+(`--direct_running_mode=multi_processing`, `--runner=FlinkRunner`, ...) passes
+through from `graph.beam_args` and the command line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import time
+from typing import Iterable, Iterator, Mapping, Sequence
+
+import e2e_grec  # noqa: F401  (legacy Keras before TensorFlow, also in Beam workers)
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+import numpy as np
+import tensorflow as tf
+import tensorflow_gnn as tfgnn
+from tensorflow_gnn.data import unigraph
+
+from e2e_grec.config import Config, GraphConfig
+from e2e_grec.datasets import vocab
+from e2e_grec.graph import manifest as manifest_lib
+from e2e_grec.graph import node_tables as node_tables_lib
+from e2e_grec.graph import sampling_index as index_lib
+
+TEMPLATE_SCHEMA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                               "schemas", "graph_schema.pbtxt")
+SCHEMA_FILE = "graph_schema.pbtxt"
+NODE_TABLES_FILE = "node_tables.npz"
+TRAIN_SPLIT_GLOB = os.path.join("Split-train", "*.gz")
+STATS_FILE = "_build_stats.jsonl"
+
+BEHAVIOURS = ("impression", "click", "long_view", "like")
+HISTORY = "history"
+CO_ENGAGE = "co_engage"
+SYMMETRIC = (CO_ENGAGE,)
+# Video link array in the node tables -> edge set.
+LINK_EDGE_SETS = {"author": "authored_by", "tag": "tagged", "music": "with_music"}
+# Day of the static video links: before any log day.
+STATIC_DAY = 0
+# Edge features written per edge set (the schema declares the same).
+USER_VIDEO_FEATURES = ("day", "tab", "count")
+EDGE_FEATURES = {**{name: USER_VIDEO_FEATURES for name in BEHAVIOURS + (HISTORY,)},
+                 **{name: ("day",) for name in LINK_EDGE_SETS.values()},
+                 CO_ENGAGE: ("day", "count")}
+
+_PARSE_BATCH = 65_536
+_STATS = "stats"
+_PAIRS = "co_engage_pairs"
+
+Columns = dict[str, np.ndarray]
+
+
+class GraphBuildError(ValueError):
+  """An input of the graph build is missing, empty or inconsistent."""
+
+
+# ----------------------------------------------------------------------------
+# Columnar helpers (NumPy; every chunk is a dict of equal-length arrays).
+
+
+def _take(columns: Columns, index: np.ndarray) -> Columns:
+  return {name: values[index] for name, values in columns.items()}
+
+
+def _concat(chunks: Iterable[Columns]) -> Columns:
+  chunks = list(chunks)
+  return {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
+
+
+def _length(columns: Columns) -> int:
+  return len(next(iter(columns.values())))
+
+
+def _runs(*keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """(starts, ends) of the runs of equal key tuples in lexicographically sorted keys."""
+  n = len(keys[0])
+  same = np.ones(max(n - 1, 0), bool)
+  for key in keys:
+    same &= key[1:] == key[:-1]
+  starts = np.flatnonzero(np.r_[n > 0, ~same])
+  return starts, np.append(starts[1:], n)[:len(starts)]
+
+
+def _by_shard(columns: Columns, key: np.ndarray, shards: int) -> Iterator[tuple[int, Columns]]:
+  """Splits a chunk into (shard, sub-chunk) by `key % shards`."""
+  shard = key % shards
+  order = np.argsort(shard, kind="stable")
+  counts = np.bincount(shard, minlength=shards)
+  for s, (begin, end) in enumerate(zip(np.cumsum(counts) - counts, np.cumsum(counts))):
+    if end > begin:
+      yield s, _take(columns, order[begin:end])
+
+
+def _known(name: str, columns: Columns, source_set: str, target_set: str
+           ) -> tuple[Columns, list[tuple[str, int]]]:
+  """Drops edges with an OOV endpoint; returns the rest and (stat key, count) pairs."""
+  unknown_source = columns["source"] == 0
+  unknown_target = ~unknown_source & (columns["target"] == 0)
+  stats = [(f"dropped/{name}/unknown_{source_set}", int(unknown_source.sum())),
+           (f"dropped/{name}/unknown_{target_set}", int(unknown_target.sum()))]
+  return _take(columns, ~(unknown_source | unknown_target)), [s for s in stats if s[1]]
+
+
+def behaviour_edges(rows: Columns, mask: np.ndarray) -> Columns:
+  """One edge per (user, video, day) of the masked rows: count, tab of the latest."""
+  rows = _take(rows, np.flatnonzero(mask))
+  rows = _take(rows, np.lexsort((rows["time"], rows["day"], rows["video"], rows["user"])))
+  starts, ends = _runs(rows["user"], rows["video"], rows["day"])
+  return {"source": rows["user"][starts], "target": rows["video"][starts],
+          "day": rows["day"][starts], "tab": rows["tab"][ends - 1],
+          "count": (ends - starts).astype(np.int64)}
+
+
+def co_engage_pairs(rows: Columns, window: int) -> Columns:
+  """Directed video pairs (both directions) of each user's long-view/like events.
+
+  Every such event is paired with the same user's previous `window` events;
+  a pair's day is the later event's day.
+  """
+  events = _take(rows, np.flatnonzero((rows["long_view"] == 1) | (rows["like"] == 1)))
+  events = _take(events, np.lexsort((events["video"], events["time"], events["user"])))
+  user, video, day = events["user"], events["video"], events["day"]
+  sources, targets, days = [], [], []
+  for lag in range(1, window + 1):
+    later = np.arange(lag, len(user))
+    earlier = later - lag
+    keep = (user[later] == user[earlier]) & (video[later] != video[earlier])
+    later, earlier = later[keep], earlier[keep]
+    pair_day = np.maximum(day[later], day[earlier])
+    sources += [video[later], video[earlier]]
+    targets += [video[earlier], video[later]]
+    days += [pair_day, pair_day]
+  empty = np.zeros([0], np.int64)
+  return {"source": np.concatenate(sources or [empty]),
+          "target": np.concatenate(targets or [empty]),
+          "day": np.concatenate(days or [empty])}
+
+
+def top_k_pairs(pairs: Columns, k: int) -> Columns:
+  """Counts pairs per (source, target, day); keeps the top `k` per (source, day).
+
+  Ties are broken by the smaller target index, so the result is deterministic.
+  `pairs` must hold every pair of its sources (one key shard).
+  """
+  pairs = _take(pairs, np.lexsort((pairs["target"], pairs["day"], pairs["source"])))
+  starts, ends = _runs(pairs["source"], pairs["day"], pairs["target"])
+  edges = {**_take(pairs, starts), "count": (ends - starts).astype(np.int64)}
+  order = np.lexsort((edges["target"], -edges["count"], edges["day"], edges["source"]))
+  edges = _take(edges, order)
+  group_starts, group_ends = _runs(edges["source"], edges["day"])
+  rank = np.arange(_length(edges)) - np.repeat(group_starts, group_ends - group_starts)
+  return _take(edges, np.flatnonzero(rank < k))
+
+
+def unique_edges(edges: Columns) -> Columns:
+  """Edges de-duplicated by (source, target, day), sorted."""
+  edges = _take(edges, np.lexsort((edges["day"], edges["target"], edges["source"])))
+  return _take(edges, _runs(edges["source"], edges["target"], edges["day"])[0])
+
+
+# ----------------------------------------------------------------------------
+# Beam DoFns. Each loads the node tables in `setup` (per worker, no globals).
+
+
+class _WithNodeTables(beam.DoFn):
+
+  def __init__(self, node_tables_path: str):
+    self._path = node_tables_path
+    self._arrays: dict[str, np.ndarray] = {}
+
+  def setup(self):
+    self._arrays = node_tables_lib.load_arrays(self._path)
+
+  def _index(self, node_set: str, raw_ids: np.ndarray) -> np.ndarray:
+    """Raw ids -> node index (0 = unknown or no such vocabulary)."""
+    if f"{node_set}/ids" not in self._arrays:
+      return np.zeros(np.shape(raw_ids), np.int64)
+    return vocab.index(self._arrays, node_set, raw_ids)
+
+
+class _ParseExamples(_WithNodeTables):
+  """A GZIP example file -> (user shard, columnar rows as node indices)."""
+
+  FEATURES = ("user_id", "video_id", "tab", "day", "time_ms", "click", "long_view", "like")
+
+  def __init__(self, node_tables_path: str, behaviours: Sequence[str], shards: int):
+    super().__init__(node_tables_path)
+    self._behaviours = tuple(behaviours)
+    self._shards = shards
+
+  def process(self, path: str):
+    spec = {name: tf.io.FixedLenFeature([], tf.int64) for name in self.FEATURES}
+    dataset = (tf.data.TFRecordDataset(path, compression_type=_compression(path))
+               .batch(_PARSE_BATCH)
+               .map(lambda s: tf.io.parse_example(s, spec)))
+    read = 0
+    try:
+      for batch in dataset.as_numpy_iterator():
+        rows = {"user": self._index("user", batch["user_id"]),
+                "video": self._index("video", batch["video_id"]),
+                "tab": self._index("tab", batch["tab"]), "day": batch["day"],
+                "time": batch["time_ms"], "click": batch["click"],
+                "long_view": batch["long_view"], "like": batch["like"]}
+        read += len(batch["day"])
+        yield from self._drop_unknown(rows)
+    except tf.errors.OpError as e:
+      raise GraphBuildError(f"{path}: not a GZIP TFRecord of tf.Examples with int64 "
+                            f"{', '.join(self.FEATURES)}: {e.message}") from None
+    logging.info("graph build: read %d examples from %s", read, path)
+    yield beam.pvalue.TaggedOutput(_STATS, ("input/examples", read))
+
+  def _drop_unknown(self, rows: Columns):
+    unknown_user = rows["user"] == 0
+    unknown_video = ~unknown_user & (rows["video"] == 0)
+    unknown = unknown_user | unknown_video
+    masks = {"impression": np.ones_like(unknown), "click": rows["click"] == 1,
+             "long_view": rows["long_view"] == 1, "like": rows["like"] == 1}
+    masks[CO_ENGAGE] = masks["long_view"] | masks["like"]
+    for name in self._behaviours + (CO_ENGAGE,):
+      for reason, bad in (("unknown_user", unknown_user), ("unknown_video", unknown_video)):
+        count = int((masks[name] & bad).sum())
+        if count:
+          yield beam.pvalue.TaggedOutput(_STATS, (f"dropped/{name}/{reason}", count))
+    yield from _by_shard(_take(rows, np.flatnonzero(~unknown)),
+                         rows["user"][~unknown], self._shards)
+
+
+class _UserShardEdges(beam.DoFn):
+  """All rows of a user shard -> behaviour edges and co-engagement pairs by video shard."""
+
+  def __init__(self, behaviours: Sequence[str], window: int, shards: int):
+    self._behaviours = tuple(behaviours)
+    self._window = window
+    self._shards = shards
+
+  def process(self, element: tuple[int, Iterable[Columns]]):
+    _, chunks = element
+    rows = _concat(chunks)
+    for name in self._behaviours:
+      mask = np.ones(_length(rows), bool) if name == "impression" else rows[name] == 1
+      yield beam.pvalue.TaggedOutput(name, behaviour_edges(rows, mask))
+    pairs = co_engage_pairs(rows, self._window)
+    for shard, chunk in _by_shard(pairs, pairs["source"], self._shards):
+      yield beam.pvalue.TaggedOutput(_PAIRS, (shard, chunk))
+
+
+def _top_k_both_directions(element: tuple[int, Iterable[Columns]], k: int,
+                           shards: int) -> Iterator[tuple[int, Columns]]:
+  """Top-K of a video shard; every kept edge is also emitted reversed (symmetry)."""
+  _, chunks = element
+  kept = top_k_pairs(_concat(chunks), k)
+  reverse = {**kept, "source": kept["target"], "target": kept["source"]}
+  both = _concat([kept, reverse])
+  yield from _by_shard(both, both["source"], shards)
+
+
+def _symmetric_edges(element: tuple[int, Iterable[Columns]]) -> Columns:
+  _, chunks = element
+  return unique_edges(_concat(chunks))
+
+
+class _HistoryEdges(_WithNodeTables):
+  """The pre-period history file(s) of a KuaiRand directory -> history edges."""
+
+  def process(self, data_dir: str):
+    from e2e_grec.datasets import kuairand  # pylint: disable=g-import-not-at-top
+    history = kuairand.read_user_history(data_dir)
+    lists = [history[column].tolist() for column in ("watch", "like", "long_view")]
+    videos = [np.asarray(w + l + v, np.int64) for w, l, v in zip(*lists)]
+    lengths = np.array([len(v) for v in videos], np.int64)
+    empty = np.zeros([0], np.int64)
+    edges = {
+        "source": np.repeat(self._index("user", history["user_id"].to_numpy()), lengths),
+        "target": self._index("video", np.concatenate(videos or [empty])),
+        "day": np.repeat(history["day"].to_numpy(np.int64), lengths),
+    }
+    yield beam.pvalue.TaggedOutput(_STATS, ("input/history_users", len(history)))
+    edges, stats = _known(HISTORY, edges, "user", "video")
+    for stat in stats:
+      yield beam.pvalue.TaggedOutput(_STATS, stat)
+    edges = _take(edges, np.lexsort((edges["day"], edges["target"], edges["source"])))
+    starts, ends = _runs(edges["source"], edges["target"], edges["day"])
+    yield {**_take(edges, starts), "tab": np.zeros(len(starts), np.int64),
+           "count": (ends - starts).astype(np.int64)}
+
+
+class _LinkEdges(_WithNodeTables):
+  """A video link array of the node tables (e.g. `video/author`) -> static edges."""
+
+  def process(self, link: str):
+    targets = self._arrays[f"video/{link}"][1:].astype(np.int64)
+    edges = {"source": np.arange(1, len(targets) + 1, dtype=np.int64), "target": targets,
+             "day": np.full(len(targets), STATIC_DAY, np.int64)}
+    edges, stats = _known(LINK_EDGE_SETS[link], edges, "video", link)
+    for stat in stats:
+      yield beam.pvalue.TaggedOutput(_STATS, stat)
+    yield edges
+
+
+class _NodeExamples(_WithNodeTables):
+  """A node set of the node tables -> unigraph tf.Examples (`#id`, `id`, side features)."""
+
+  def process(self, node_set: str):
+    size = len(self._arrays[f"{node_set}/ids"]) + 1
+    dense = _side_feature(self._arrays, node_set, "dense")
+    categorical = _side_feature(self._arrays, node_set, "categorical")
+    example = tf.train.Example()
+    feature = example.features.feature
+    for i in range(size):
+      feature[unigraph.NODE_ID].bytes_list.value[:] = [b"%d" % i]
+      feature["id"].int64_list.value[:] = [i]
+      if dense is not None:
+        feature["dense"].float_list.value[:] = dense[i].tolist()
+      if categorical is not None:
+        feature["categorical"].int64_list.value[:] = categorical[i].tolist()
+      yield example.SerializeToString()
+
+
+def _side_feature(arrays: Mapping[str, np.ndarray], node_set: str, name: str
+                  ) -> np.ndarray | None:
+  values = arrays.get(f"{node_set}/{name}")
+  return values if values is not None and values.ndim == 2 and values.shape[1] else None
+
+
+def _edge_examples(edges: Columns, features: Sequence[str]) -> Iterator[bytes]:
+  """Columnar edges -> serialized unigraph tf.Examples (`#source`, `#target`, features)."""
+  example = tf.train.Example()
+  feature = example.features.feature
+  source = feature[unigraph.SOURCE_ID].bytes_list
+  target = feature[unigraph.TARGET_ID].bytes_list
+  lists = [feature[name].int64_list for name in features]
+  columns = [edges[name].tolist() for name in features]
+  for row, (s, t) in enumerate(zip(edges["source"].tolist(), edges["target"].tolist())):
+    source.value[:] = [b"%d" % s]
+    target.value[:] = [b"%d" % t]
+    for values, column in zip(lists, columns):
+      values.value[:] = [column[row]]
+    yield example.SerializeToString()
+
+
+def _compression(path: str) -> str:
+  return "GZIP" if path.endswith(".gz") else ""
+
+
+# ----------------------------------------------------------------------------
+# The pipeline and its driver.
+
+
+def beam_pipeline(beam_args: Sequence[str]) -> beam.Pipeline:
+  """A Beam pipeline for `beam_args`; the DirectRunner is pinned to the classic one.
+
+  `--runner=DirectRunner` (or no runner) gives Beam's FnApi runner, honouring
+  `--direct_running_mode` and `--direct_num_workers`, never Prism. Any other
+  runner is used as the options say.
+  """
+  options = PipelineOptions(list(beam_args))
+  runner_name = options.view_as(StandardOptions).runner
+  if runner_name not in (None, "DirectRunner", "direct", "FnApiRunner"):
+    return beam.Pipeline(options=options)
+  from apache_beam.portability.api import beam_provision_api_pb2  # pylint: disable=g-import-not-at-top
+  from apache_beam.runners.portability import portable_runner  # pylint: disable=g-import-not-at-top
+  from apache_beam.runners.portability.fn_api_runner import fn_runner  # pylint: disable=g-import-not-at-top
+  encoded = portable_runner.JobServiceHandle.encode_pipeline_options(
+      options.get_all_options())
+  runner = fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(
+      beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))
+  return beam.Pipeline(runner=runner, options=options)
+
+
+def _check_graph_config(config: GraphConfig) -> None:
+  unknown = sorted(set(config.behaviours) - set(BEHAVIOURS))
+  if unknown:
+    raise GraphBuildError(f"graph.behaviours: unknown {unknown}; known: {list(BEHAVIOURS)}")
+  for key in ("co_engage_window", "co_engage_top_k", "shards"):
+    if getattr(config, key) < 1:
+      raise GraphBuildError(f"graph.{key} must be >= 1, got {getattr(config, key)}")
+
+
+def _example_files(examples_dir: str) -> list[str]:
+  """The training split's files; errors if there are none or all are empty."""
+  pattern = os.path.join(examples_dir, TRAIN_SPLIT_GLOB)
+  files = sorted(tf.io.gfile.glob(pattern))
+  if not files:
+    raise GraphBuildError(f"no training examples: nothing matches {pattern} "
+                          "(run `e2e-grec prepare` first)")
+  for path in files:
+    try:
+      if next(iter(tf.data.TFRecordDataset(path, _compression(path)).take(1)), None) is not None:
+        return files
+    except tf.errors.OpError as e:
+      raise GraphBuildError(f"{path}: unreadable as a GZIP TFRecord: {e.message}") from None
+  raise GraphBuildError(f"no training examples: {', '.join(files)} hold no records")
+
+
+def _load_node_tables(path: str) -> dict[str, np.ndarray]:
+  if not tf.io.gfile.exists(path):
+    raise GraphBuildError(f"node tables not found at {path} (written by `e2e-grec prepare`)")
+  arrays = node_tables_lib.load_arrays(path)
+  for node_set in ("user", "video"):
+    if len(arrays.get(f"{node_set}/ids", [])) == 0:
+      raise GraphBuildError(f"{path}: the {node_set!r} vocabulary is empty")
+  return arrays
+
+
+def _history_dir(data_dir: str | None) -> str | None:
+  """`data_dir` if it holds a pre-period history file, else None (with a warning)."""
+  from e2e_grec.datasets import kuairand  # pylint: disable=g-import-not-at-top
+  if not data_dir:
+    logging.warning("graph build: no data directory given, so no pre-period history; "
+                    "the history edge set is empty")
+    return None
+  if not tf.io.gfile.glob(os.path.join(data_dir, kuairand.USER_HISTORY)):
+    logging.warning("graph build: no %s in %s; the history edge set is empty",
+                    kuairand.USER_HISTORY, data_dir)
+    return None
+  return data_dir
+
+
+def _write_edges(name: str, chunks: beam.PCollection, out_dir: str) -> None:
+  _ = (chunks
+       | f"Serialize/{name}" >> beam.FlatMap(_edge_examples, EDGE_FEATURES[name])
+       | f"Write/{name}" >> beam.io.WriteToTFRecord(
+           os.path.join(out_dir, "edges", f"{name}.tfrecord"),
+           num_shards=1, shard_name_template=""))
+
+
+def _run_pipeline(config: GraphConfig, files: Sequence[str], tables_path: str,
+                  node_sets: Sequence[str], links: Sequence[str], history_dir: str | None,
+                  out_dir: str, beam_args: Sequence[str]) -> None:
+  """The Beam pipeline: unigraph node and edge files plus a stats file."""
+  behaviours = tuple(b for b in BEHAVIOURS if b in config.behaviours)
+  with beam_pipeline(beam_args) as p:
+    stats = []
+    parsed = (p
+              | "ExampleFiles" >> beam.Create(list(files))
+              | "ParseExamples" >> beam.ParDo(
+                  _ParseExamples(tables_path, behaviours, config.shards)
+              ).with_outputs(_STATS, main="rows"))
+    stats.append(parsed[_STATS])
+    user_edges = (parsed.rows
+                  | "GroupByUserShard" >> beam.GroupByKey()
+                  | "UserShardEdges" >> beam.ParDo(
+                      _UserShardEdges(behaviours, config.co_engage_window, config.shards)
+                  ).with_outputs(_PAIRS, *behaviours))
+    for name in behaviours:
+      _write_edges(name, user_edges[name], out_dir)
+    co_engage = (user_edges[_PAIRS]
+                 | "GroupPairsByVideoShard" >> beam.GroupByKey()
+                 | "TopKPerVideoDay" >> beam.FlatMap(
+                     _top_k_both_directions, config.co_engage_top_k, config.shards)
+                 | "GroupKeptByVideoShard" >> beam.GroupByKey()
+                 | "SymmetricCoEngage" >> beam.Map(_symmetric_edges))
+    _write_edges(CO_ENGAGE, co_engage, out_dir)
+
+    if config.include_history:
+      history = (p
+                 | "HistoryDir" >> beam.Create([history_dir] if history_dir else [])
+                 | "HistoryEdges" >> beam.ParDo(_HistoryEdges(tables_path)
+                                                ).with_outputs(_STATS, main="edges"))
+      stats.append(history[_STATS])
+      _write_edges(HISTORY, history.edges, out_dir)
+    for link in links:
+      name = LINK_EDGE_SETS[link]
+      static = (p
+                | f"Link/{link}" >> beam.Create([link])
+                | f"LinkEdges/{link}" >> beam.ParDo(_LinkEdges(tables_path)
+                                                    ).with_outputs(_STATS, main="edges"))
+      stats.append(static[_STATS])
+      _write_edges(name, static.edges, out_dir)
+    for node_set in node_sets:
+      _ = (p
+           | f"NodeSet/{node_set}" >> beam.Create([node_set])
+           | f"NodeExamples/{node_set}" >> beam.ParDo(_NodeExamples(tables_path))
+           | f"WriteNodes/{node_set}" >> beam.io.WriteToTFRecord(
+               os.path.join(out_dir, "nodes", f"{node_set}.tfrecord"),
+               num_shards=1, shard_name_template=""))
+    _ = (stats
+         | "FlattenStats" >> beam.Flatten()
+         | "SumStats" >> beam.CombinePerKey(sum)
+         | "StatsJson" >> beam.MapTuple(lambda key, n: json.dumps([key, n]))
+         | "WriteStats" >> beam.io.WriteToText(os.path.join(out_dir, STATS_FILE),
+                                               num_shards=1, shard_name_template=""))
+
+
+def _output_schema(arrays: Mapping[str, np.ndarray], node_sets: Sequence[str],
+                   edge_sets: Sequence[str], index: index_lib.SamplingIndex
+                   ) -> tfgnn.GraphSchema:
+  """The template schema restricted to what was built, with files, sizes, side features."""
+  schema = tfgnn.read_schema(TEMPLATE_SCHEMA)
+  for name in [n for n in schema.node_sets if n not in node_sets]:
+    del schema.node_sets[name]
+  for name in list(schema.edge_sets):
+    if name.removeprefix(index_lib.REVERSE_PREFIX) not in edge_sets:
+      del schema.edge_sets[name]
+  for name, node_set in schema.node_sets.items():
+    node_set.metadata.filename = f"nodes/{name}.tfrecord"
+    node_set.metadata.cardinality = index.node_set_sizes[name]
+    for feature, dtype, what in (("dense", tf.float32, "normalised numeric side features"),
+                                 ("categorical", tf.int64, "categorical side-feature codes")):
+      values = _side_feature(arrays, name, feature)
+      if values is not None:
+        names = ", ".join(str(n) for n in arrays[f"{name}/{feature}_names"])
+        node_set.features[feature].description = f"{what}: {names}"
+        node_set.features[feature].dtype = dtype.as_datatype_enum
+        node_set.features[feature].shape.dim.add().size = values.shape[1]
+  for name, edge_set in schema.edge_sets.items():
+    edge_set.metadata.filename = (
+        f"edges/{name.removeprefix(index_lib.REVERSE_PREFIX)}.tfrecord")
+    edge_set.metadata.cardinality = index.edge_sets[name].num_edges
+  tfgnn.validate_schema(schema)
+  return schema
+
+
+def _read_edges(path: str, source_set: str, target_set: str,
+                with_tab: bool) -> index_lib.EdgeArrays:
+  """An edge file written by the pipeline -> NumPy arrays (vectorised parsing)."""
+  spec = {"#source": tf.io.FixedLenFeature([], tf.string),
+          "#target": tf.io.FixedLenFeature([], tf.string),
+          "day": tf.io.FixedLenFeature([], tf.int64)}
+  if with_tab:
+    spec["tab"] = tf.io.FixedLenFeature([], tf.int64)
+
+  def parse(serialized):
+    parsed = tf.io.parse_example(serialized, spec)
+    for end in ("#source", "#target"):
+      parsed[end] = tf.strings.to_number(parsed[end], tf.int64)
+    return parsed
+
+  dataset = (tf.data.TFRecordDataset(path).batch(_PARSE_BATCH)
+             .map(parse, num_parallel_calls=tf.data.AUTOTUNE))
+  columns = {name: [np.zeros([0], np.int64)] for name in spec}
+  for batch in dataset.as_numpy_iterator():
+    for name in spec:
+      columns[name].append(batch[name])
+  arrays = {name: np.concatenate(parts) for name, parts in columns.items()}
+  return index_lib.EdgeArrays(source_set, target_set, arrays["#source"], arrays["#target"],
+                              arrays["day"], arrays.get("tab"))
+
+
+def build_graph(config: Config, examples_dir: str, data_dir: str | None, out_dir: str,
+                beam_args: Sequence[str] = ()) -> manifest_lib.GraphManifest:
+  """Builds the graph of the training split (+ pre-period history) into `out_dir`.
+
+  Args:
+    config: `config.graph` selects edge sets, co-engagement window / top-K,
+      shards and Beam options.
+    examples_dir: the output directory of `prepare` (the `Examples` artifact).
+    data_dir: the KuaiRand-layout directory whose `user_history_before_*.csv`
+      gives the history edges; None (or no such file) gives no history edges.
+    out_dir: the graph directory to write (its `nodes/` and `edges/` are replaced).
+    beam_args: Beam options, applied after `config.graph.beam_args`.
+
+  Returns:
+    The manifest, also saved as `<out_dir>/manifest.json`.
+  """
+  start = time.time()
+  graph_config = config.graph
+  _check_graph_config(graph_config)
+  files = _example_files(examples_dir)
+  tables_path = os.path.join(examples_dir, NODE_TABLES_FILE)
+  arrays = _load_node_tables(tables_path)
+  node_sets = [ns for ns in node_tables_lib.NODE_SETS if f"{ns}/ids" in arrays]
+  links = [link for link in LINK_EDGE_SETS
+           if f"video/{link}" in arrays and link in node_sets]
+  edge_sets = ([b for b in BEHAVIOURS if b in graph_config.behaviours]
+               + ([HISTORY] if graph_config.include_history else [])
+               + [LINK_EDGE_SETS[link] for link in links] + [CO_ENGAGE])
+  history_dir = _history_dir(data_dir) if graph_config.include_history else None
+  all_beam_args = tuple(graph_config.beam_args) + tuple(beam_args)
+
+  for sub in ("nodes", "edges"):
+    shutil.rmtree(os.path.join(out_dir, sub), ignore_errors=True)
+  os.makedirs(out_dir, exist_ok=True)
+  logging.info("graph build: %d example file(s), edge sets %s, Beam args %s",
+               len(files), edge_sets, list(all_beam_args))
+  _run_pipeline(graph_config, files, tables_path, node_sets, links, history_dir, out_dir,
+                all_beam_args)
+
+  stats_path = os.path.join(out_dir, STATS_FILE)
+  with open(stats_path) as f:
+    stats = dict(json.loads(line) for line in f)
+  os.remove(stats_path)
+  template = tfgnn.read_schema(TEMPLATE_SCHEMA)
+  logging.info("graph build: reading the edges back into the sampling index")
+  edges = {name: _read_edges(os.path.join(out_dir, "edges", f"{name}.tfrecord"),
+                             template.edge_sets[name].source,
+                             template.edge_sets[name].target,
+                             "tab" in EDGE_FEATURES[name])
+           for name in edge_sets}
+  sizes = {ns: len(arrays[f"{ns}/ids"]) + 1 for ns in node_sets}
+  index = index_lib.SamplingIndex.from_edges(edges, sizes, symmetric=SYMMETRIC)
+  index.save(out_dir)
+  schema = _output_schema(arrays, node_sets, edge_sets, index)
+  tfgnn.write_schema(schema, os.path.join(out_dir, SCHEMA_FILE))
+
+  dropped: dict[str, dict[str, int]] = {}
+  for key, count in stats.items():
+    if key.startswith("dropped/"):
+      _, name, reason = key.split("/")
+      dropped.setdefault(name, {})[reason] = count
+  inputs = {key.split("/", 1)[1]: count for key, count in stats.items()
+            if key.startswith("input/")}
+  manifest = manifest_lib.summarize(
+      index, graph_dir=os.path.abspath(out_dir), dropped=dropped, inputs=inputs,
+      build_seconds=time.time() - start, beam_args=all_beam_args)
+  manifest.save(out_dir)
+  manifest_lib.plot_degrees(index, os.path.join(out_dir, manifest_lib.PLOT_FILE))
+  logging.info("graph build: %s nodes, %s edges (incl. reverse sets), %s dropped, "
+               "%.1f s -> %s", f"{sum(sizes.values()):,}", f"{manifest.num_edges:,}",
+               f"{manifest.num_dropped:,}", manifest.build_seconds, out_dir)
+  return manifest
+
+
+def resolve_data_dir(data: str | None, config: Config, examples_dir: str) -> str | None:
+  """The KuaiRand directory whose history to read.
+
+  `--data DIR` wins; otherwise (or with `--data synthetic`) the directory that
+  `prepare` read, from its report; then `data.data_dir`.
+  """
+  if data and data != "synthetic":
+    return data
+  report = os.path.join(examples_dir, "prepare_report.json")
+  if os.path.exists(report):
+    with open(report) as f:
+      return json.load(f).get("data_dir") or None
+  return config.data.data_dir or None
+
+
+def command(args: argparse.Namespace, config: Config) -> int:
+  """`e2e-grec build-graph --examples DIR --out DIR [--data DIR] [beam args...]`."""
+  data_dir = resolve_data_dir(args.data, config, args.examples)
+  manifest = build_graph(config, args.examples, data_dir, args.out,
+                         beam_args=getattr(args, "beam_args", ()) or ())
+  print(f"graph: {args.out}")
+  for name, es in manifest.edge_sets.items():
+    print(f"  {name:18s} {es.source:>6s} -> {es.target:<6s} {es.edges:>12,} edges  "
+          f"mean degree {es.degree.mean:.2f}")
+  for name, reasons in manifest.dropped.items():
+    print(f"  dropped {name}: {reasons}")
+  print(f"built in {manifest.build_seconds:.1f} s; manifest {manifest_lib.MANIFEST_FILE}, "
+        f"plot {manifest_lib.PLOT_FILE}")
+  return 0

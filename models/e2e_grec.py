@@ -1,0 +1,157 @@
+"""The E2E-GRec model: one `tfrs.Model` for the modes e2e, two_stage and no_graph.
+
+    inputs ──> ExampleFeatures ──────────────┐
+    graph ──> [GFAE mask] ─> GraphEncoder ─> readout(user, video) ─> fusion ─> ranker ─> tasks
+                                  └─> GFAE decoder ─> gfae loss
+
+- `e2e`: the encoder trains with the ranker; every ranking loss (and the GFAE
+  loss, if `model.gfae`) back-propagates into the GNN.
+- `two_stage`: the encoder is pretrained separately (`two_stage.py`) and then
+  frozen; the ranker reads precomputed embeddings (`user_gnn`, `video_gnn`
+  inputs) in training, or runs the frozen encoder on `graph` when they are absent.
+- `no_graph`: no encoder; the ranker sees example features only.
+
+`call` is the serving contract: inputs `user_id`, `video_id`, `tab`, `hour`,
+`day` (+ `graph` unless no_graph), outputs probabilities of the binary tasks
+and the `stay` value. `train_step` is the one extension point of training: it
+weights all losses with the configured balancer (GradNorm by default) and
+feeds the balancer the per-loss gradient norms on the last shared layer.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from e2e_grec.config import Config
+from e2e_grec.datasets.labels import BINARY_TASKS, REGRESSION_TASKS
+from e2e_grec.graph.node_tables import NodeTables
+from e2e_grec.models import encoder as encoder_lib
+from e2e_grec.models.gfae import GraphFeatureAutoEncoder
+from e2e_grec.models.loss_balancing import make_balancer
+from e2e_grec.models.ranker import MultiTaskRanker
+
+GFAE_LOSS = "gfae"
+PRECOMPUTED = {"user": "user_gnn", "video": "video_gnn"}
+
+
+class E2EGRec(tfrs.Model):
+  """GNN encoder + GFAE + fused multi-task ranker under one balanced loss."""
+
+  def __init__(self, tables: NodeTables, config: Config,
+               binary_tasks=BINARY_TASKS, regression_tasks=REGRESSION_TASKS, **kwargs):
+    super().__init__(**kwargs)
+    model_config = config.model
+    self.mode = model_config.mode
+    self.binary_tasks, self.regression_tasks = tuple(binary_tasks), tuple(regression_tasks)
+    self.task_names = self.binary_tasks + self.regression_tasks
+    use_graph = self.mode != "no_graph"
+    self.encoder = (encoder_lib.GraphEncoder(tables, model_config, name="gnn")
+                    if use_graph else None)
+    self.gfae = (GraphFeatureAutoEncoder(
+        tables, mask_rate=model_config.gfae_mask_rate, loss=model_config.gfae_loss,
+        gamma=model_config.gfae_sce_gamma, hidden_dim=model_config.gnn_hidden_dim,
+        seed=config.train.seed, name="gfae")
+                 if use_graph and model_config.gfae else None)
+    self.ranker = MultiTaskRanker(tables, model_config, self.task_names, use_graph,
+                                  name="ranker")
+    self.tasks = {t: tfrs.tasks.Ranking(
+        loss=tf.keras.losses.BinaryCrossentropy(from_logits=True), name=t)
+                  for t in self.binary_tasks}
+    self.tasks.update({t: tfrs.tasks.Ranking(loss=tf.keras.losses.MeanSquaredError(),
+                                             name=t)
+                       for t in self.regression_tasks})
+    # The GFAE loss joins the ranking losses only when the GNN trains with them.
+    self.trains_gfae = self.mode == "e2e" and self.gfae is not None
+    self.loss_names = self.task_names + ((GFAE_LOSS,) if self.trains_gfae else ())
+    self.balancer = make_balancer(config.train, self.loss_names)
+    if self.mode == "two_stage":
+      self.encoder.trainable = False
+      self.gfae.trainable = False
+
+  # -- forward -------------------------------------------------------------
+
+  def graph_embeddings(self, inputs: Mapping[str, tf.Tensor], training: bool = False
+                       ) -> tuple[dict[str, tf.Tensor] | None, tf.Tensor | None]:
+    """GNN user/video embeddings [B, d] and, when training e2e, the GFAE loss."""
+    if self.encoder is None:
+      return None, None
+    if all(key in inputs for key in PRECOMPUTED.values()):
+      return {ns: inputs[key] for ns, key in PRECOMPUTED.items()}, None
+    if "graph" not in inputs:
+      raise ValueError(f"mode {self.mode!r} needs input 'graph' (the sampled subgraph) "
+                       f"or precomputed {sorted(PRECOMPUTED.values())}")
+    graph = inputs["graph"]
+    masks = self.gfae.sample_masks(graph) if training and self.trains_gfae else None
+    encoded = self.encoder(graph, masks=masks, training=training and self.mode == "e2e")
+    gfae_loss = self.gfae(encoded, masks) if masks is not None else None
+    return encoder_lib.readout(encoded), gfae_loss
+
+  def logits(self, inputs: Mapping[str, tf.Tensor], training: bool = False
+             ) -> tuple[dict[str, tf.Tensor], tf.Tensor | None]:
+    embeddings, gfae_loss = self.graph_embeddings(inputs, training)
+    return self.ranker(inputs, embeddings, training=training), gfae_loss
+
+  def call(self, inputs: Mapping[str, tf.Tensor], training: bool = False
+           ) -> dict[str, tf.Tensor]:
+    logits, _ = self.logits(inputs, training)
+    out = {t: tf.sigmoid(logits[t]) for t in self.binary_tasks}
+    out.update({t: logits[t] for t in self.regression_tasks})
+    return out
+
+  # -- losses --------------------------------------------------------------
+
+  def compute_losses(self, inputs: Mapping[str, tf.Tensor], training: bool = False
+                     ) -> dict[str, tf.Tensor]:
+    """Unweighted loss of every task (and `gfae` when it trains)."""
+    logits, gfae_loss = self.logits(inputs, training)
+    losses = {t: self.tasks[t](tf.cast(inputs[t], tf.float32), logits[t],
+                               compute_metrics=False)
+              for t in self.task_names}
+    if self.trains_gfae:
+      losses[GFAE_LOSS] = gfae_loss if gfae_loss is not None else tf.constant(0.0)
+    return losses
+
+  def compute_loss(self, inputs, training: bool = False) -> tf.Tensor:
+    return self.balancer.combine(self.compute_losses(inputs, training))
+
+  def shared_variables(self) -> list[tf.Variable]:
+    """The last layer all losses depend on: GradNorm's W.
+
+    e2e: the GNN's last round (every task reads its user/video states, GFAE
+    decodes from them); otherwise the last shared-bottom layer(s).
+    """
+    if self.mode == "e2e":
+      return self.encoder.last_layer.trainable_variables
+    return [v for layer in self.ranker.bottom.shared_layers
+            for v in layer.trainable_variables]
+
+  def train_step(self, inputs):
+    balancer = self.balancer
+    with tf.GradientTape(persistent=balancer.needs_grad_norms) as tape:
+      losses = self.compute_losses(inputs, training=True)
+      total = balancer.combine(losses)
+    variables = self.trainable_variables
+    grads = tape.gradient(total, variables)
+    self.optimizer.apply_gradients(
+        [(g, v) for g, v in zip(grads, variables) if g is not None])
+    logs = {"loss": total, **{f"loss/{n}": l for n, l in losses.items()}}
+    if balancer.needs_grad_norms:
+      shared = self.shared_variables()
+      norms = {n: tf.linalg.global_norm(
+          [g for g in tape.gradient(losses[n], shared) if g is not None])
+               for n in self.loss_names}
+      del tape
+      extra = balancer.update(losses, norms)
+      logs.update({f"grad_norm/{n}": v for n, v in norms.items()})
+      for key, values in extra.items():
+        logs.update({f"{key}/{n}": values[i] for i, n in enumerate(self.loss_names)})
+    weights = balancer.loss_weights()
+    logs.update({f"weight/{n}": weights[i] for i, n in enumerate(self.loss_names)})
+    return logs
+
+  def test_step(self, inputs):
+    losses = self.compute_losses(inputs, training=False)
+    return {"loss": self.balancer.combine(losses),
+            **{f"loss/{n}": l for n, l in losses.items()}}

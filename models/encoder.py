@@ -1,0 +1,152 @@
+"""The GNN encoder: sampled heterogeneous subgraph -> user and video embeddings.
+
+The sampled graph carries only node feature `id` (an index into the node
+tables), so `NodeInputs` looks up each node's ID embedding and side features
+and projects them to the hidden size. `GraphEncoder` then runs
+`gnn_layers` rounds of GraphSAGE, GATv2 or HGT message passing towards the
+seeds (`receiver_tag=tfgnn.SOURCE`: the sampler stores edges in traversal
+direction, away from the seeds) and reads out the final `user` and `video`
+states of each example with the `_readout` structure, in example order.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import tensorflow as tf
+import tensorflow_gnn as tfgnn
+from tensorflow_gnn.models import gat_v2, graph_sage, hgt
+
+from e2e_grec.config import ModelConfig
+from e2e_grec.graph.node_tables import NODE_SETS, NodeTables
+
+READOUT_NODE_SETS = ("user", "video")
+
+
+def seed_mask(graph: tfgnn.GraphTensor, node_set: str) -> tf.Tensor:
+  """bool [N] of `node_set`: True for nodes that are some example's seed."""
+  readout = graph.edge_sets[f"_readout/{node_set}"].adjacency.source
+  size = graph.node_sets[node_set].total_size
+  hits = tf.math.unsorted_segment_max(tf.ones_like(readout), readout, size)
+  return hits > 0
+
+
+class NodeInputs(tf.keras.layers.Layer):
+  """Initial node states from the node tables: ID embedding + side features.
+
+  Per node set the input vector is [ID embedding, dense features, one small
+  embedding per categorical column], projected to `hidden_dim`. `masks`
+  (bool [N] per node set) replace the whole input vector of the marked nodes
+  by a learned mask token before the projection, so nothing about a masked
+  node reaches the GNN (the GFAE objective).
+  """
+
+  def __init__(self, tables: NodeTables, *, embedding_dim: int, hidden_dim: int,
+               **kwargs):
+    super().__init__(**kwargs)
+    self._tables = tables
+    self._ids, self._categorical, self._project, self._mask_token = {}, {}, {}, {}
+    for ns in NODE_SETS:
+      if ns not in tables.sizes:
+        continue
+      self._ids[ns] = tf.keras.layers.Embedding(tables.sizes[ns], embedding_dim,
+                                                name=f"{ns}_id")
+      self._categorical[ns] = [
+          tf.keras.layers.Embedding(size, min(embedding_dim, 8), name=f"{ns}_{col}")
+          for col, size in zip(tables.categorical_names.get(ns, ()),
+                               tables.categorical_sizes.get(ns, ()))]
+      self._project[ns] = tf.keras.layers.Dense(hidden_dim, activation="relu",
+                                                name=f"{ns}_project")
+    self._input_dims = {ns: embedding_dim + (tables.dense(ns, 0).shape[-1]
+                                             if tables.has_dense(ns) else 0)
+                        + sum(min(embedding_dim, 8) for _ in self._categorical[ns])
+                        for ns in self._ids}
+
+  def build(self, input_shape):
+    for ns, dim in self._input_dims.items():
+      self._mask_token[ns] = self.add_weight(
+          name=f"{ns}_mask_token", shape=[dim], initializer="zeros")
+    super().build(input_shape)
+
+  def node_input(self, node_set: str, index: tf.Tensor) -> tf.Tensor:
+    """The unprojected input vector [N, D] of node indices."""
+    parts = [self._ids[node_set](index)]
+    if self._tables.has_dense(node_set):
+      parts.append(self._tables.dense(node_set, index))
+    if self._categorical[node_set]:
+      codes = self._tables.categorical(node_set, index)
+      parts.extend(emb(codes[:, i]) for i, emb in enumerate(self._categorical[node_set]))
+    return tf.concat(parts, axis=-1)
+
+  def call(self, graph: tfgnn.GraphTensor,
+           masks: Mapping[str, tf.Tensor] | None = None) -> tfgnn.GraphTensor:
+    states = {}
+    for ns in graph.node_sets:
+      if ns not in self._ids:
+        continue
+      x = self.node_input(ns, graph.node_sets[ns]["id"])
+      if masks is not None and ns in masks:
+        x = tf.where(masks[ns][:, None], self._mask_token[ns][None, :], x)
+      states[ns] = {"id": graph.node_sets[ns]["id"],
+                    tfgnn.HIDDEN_STATE: self._project[ns](x)}
+    return graph.replace_features(node_sets=states)
+
+
+def _graph_update(gnn: str, hidden_dim: int, dropout: float, node_sets):
+  """One round of message passing towards the seeds."""
+  if gnn == "graph_sage":
+    return tfgnn.keras.ConvGNNBuilder(
+        lambda edge_set, receiver_tag: graph_sage.GraphSAGEAggregatorConv(
+            receiver_tag=receiver_tag, reduce_type="mean", units=hidden_dim,
+            dropout_rate=dropout),
+        lambda node_set: graph_sage.GraphSAGENextState(
+            units=hidden_dim, dropout_rate=dropout, l2_normalize=False),
+        receiver_tag=tfgnn.SOURCE).Convolve(node_sets)
+  if gnn == "gatv2":
+    return gat_v2.GATv2MPNNGraphUpdate(
+        units=hidden_dim, message_dim=hidden_dim, num_heads=4,
+        receiver_tag=tfgnn.SOURCE, node_set_names=node_sets,
+        state_dropout_rate=dropout)
+  if gnn == "hgt":
+    return hgt.HGTGraphUpdate(num_heads=4, per_head_channels=hidden_dim // 4,
+                              receiver_tag=tfgnn.SOURCE, dropout_rate=dropout)
+  raise ValueError(f"model.gnn: unknown GNN {gnn!r}; use graph_sage, gatv2 or hgt")
+
+
+class GraphEncoder(tf.keras.layers.Layer):
+  """`gnn_layers` rounds of message passing; returns the final graph.
+
+  The last round updates only `user` and `video` (all that the readout and
+  the GFAE decoder use), except for HGT, which always updates every receiver.
+  `last_layer` is the layer whose weights every loss depends on (GradNorm
+  measures gradient norms there in e2e mode).
+  """
+
+  def __init__(self, tables: NodeTables, config: ModelConfig, **kwargs):
+    super().__init__(**kwargs)
+    self.node_inputs = NodeInputs(tables, embedding_dim=config.embedding_dim,
+                             hidden_dim=config.gnn_hidden_dim)
+    n = config.gnn_layers
+    if n < 1:
+      raise ValueError(f"model.gnn_layers must be >= 1, got {n}")
+    self.rounds = [
+        _graph_update(config.gnn, config.gnn_hidden_dim, config.gnn_dropout,
+                      READOUT_NODE_SETS if i == n - 1 else None)
+        for i in range(n)]
+
+  @property
+  def last_layer(self) -> tf.keras.layers.Layer:
+    return self.rounds[-1]
+
+  def call(self, graph: tfgnn.GraphTensor, masks: Mapping[str, tf.Tensor] | None = None,
+           training: bool = False) -> tfgnn.GraphTensor:
+    graph = self.node_inputs(graph, masks=masks)
+    for update in self.rounds:
+      graph = update(graph, training=training)
+    return graph
+
+
+def readout(graph: tfgnn.GraphTensor) -> dict[str, tf.Tensor]:
+  """Final `user` and `video` states of each example's seeds, [B, d] each."""
+  return {ns: tfgnn.structured_readout(graph, ns, feature_name=tfgnn.HIDDEN_STATE,
+                                       validate=False)
+          for ns in READOUT_NODE_SETS}

@@ -1,0 +1,122 @@
+"""The E2E-GRec TFX pipeline: one DAG for local runs and for Kubeflow.
+
+    ExampleGen -> StatisticsGen -> ExampleValidator (schema: ImportSchemaGen)
+      -> AnomaliesGate -> GraphBuilder -> Trainer (model.mode) --------> Evaluator -> Pusher
+                       \\-> BaselineTrainer (eval.baseline_mode) ------/
+                            LatestBlessedModelResolver --------------/
+
+Each custom component gets the resolved config as a YAML exec property holding
+only the sections it reads (the others at their defaults): changing, say,
+`train.epochs` then reruns the trainers and what follows, while ExampleGen and
+GraphBuilder stay cached.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+
+from tfx import v1 as tfx
+from tfx.dsl.input_resolution.strategies import latest_blessed_model_strategy
+
+from e2e_grec import schemas
+from e2e_grec.components.anomalies_gate.component import AnomaliesGate
+from e2e_grec.components.evaluator.component import Evaluator
+from e2e_grec.components.example_gen.component import ExampleGen
+from e2e_grec.components.graph_builder.component import GraphBuilder
+from e2e_grec.components.trainer.component import Trainer
+from e2e_grec.config import Config
+
+SCHEMA_FILE = "examples.pbtxt"
+# Config sections each custom component reads.
+EXAMPLE_GEN_SECTIONS = ("data", "synthetic")
+GRAPH_SECTIONS = ("data", "graph")
+TRAINER_SECTIONS = ("data", "graph", "sampling", "model", "train", "serving")
+EVALUATOR_SECTIONS = ("eval",)
+
+
+@dataclasses.dataclass(frozen=True)
+class Locations:
+  """Where one pipeline instance reads and writes; local paths or remote URIs."""
+  root: str
+  data_dir: str
+  synthetic: bool
+  serving_dir: str
+  schema_file: str
+  metadata_path: str | None = None  # local SQLite MLMD; None on Kubeflow
+
+
+def default_schema_file() -> str:
+  return os.path.join(os.path.dirname(schemas.__file__), SCHEMA_FILE)
+
+
+def synthetic_data_dir(root: str, config: Config) -> str:
+  """Deterministic per synthetic config, so reruns reuse the generated logs."""
+  digest = hashlib.sha256(repr(dataclasses.astuple(config.synthetic)).encode())
+  return os.path.join(root, "data", f"synthetic-{digest.hexdigest()[:10]}")
+
+
+def locations(config: Config, root: str, serving_dir: str, schema_file: str,
+              metadata_path: str | None) -> Locations:
+  """`config.data.data_dir`, or synthetic logs generated under `root`."""
+  data_dir = config.data.data_dir
+  return Locations(root=root, data_dir=data_dir or synthetic_data_dir(root, config),
+                   synthetic=not data_dir, serving_dir=serving_dir,
+                   schema_file=schema_file, metadata_path=metadata_path)
+
+
+def sections(config: Config, names: tuple[str, ...]) -> Config:
+  """`config` with only the named sections kept; the others at their defaults."""
+  return Config().replace(**{name: getattr(config, name) for name in names})
+
+
+def create_pipeline(config: Config, where: Locations) -> tfx.dsl.Pipeline:
+  example_gen = ExampleGen(data_dir=where.data_dir, synthetic=where.synthetic,
+                           config=sections(config, EXAMPLE_GEN_SECTIONS))
+  statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+  schema_gen = tfx.components.ImportSchemaGen(schema_file=where.schema_file)
+  example_validator = tfx.components.ExampleValidator(
+      statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
+  gate = AnomaliesGate(anomalies=example_validator.outputs["anomalies"],
+                       schema_source=where.schema_file)
+
+  graph_builder = GraphBuilder(examples=example_gen.outputs["examples"],
+                               data_dir=where.data_dir,
+                               config=sections(config, GRAPH_SECTIONS))
+  graph_builder.add_upstream_node(gate)
+
+  trainer_config = sections(config, TRAINER_SECTIONS)
+  trainer = Trainer(examples=example_gen.outputs["examples"], graph=graph_builder.outputs["graph"],
+                    config=trainer_config, mode=config.model.mode)
+  baseline_graph = (None if config.eval.baseline_mode == "no_graph"
+                    else graph_builder.outputs["graph"])
+  baseline_trainer = Trainer(examples=example_gen.outputs["examples"], graph=baseline_graph,
+                             config=trainer_config,
+                             mode=config.eval.baseline_mode).with_id("BaselineTrainer")
+  baseline_trainer.add_upstream_node(gate)
+
+  last_blessed = tfx.dsl.Resolver(
+      strategy_class=latest_blessed_model_strategy.LatestBlessedModelStrategy,
+      model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+      model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+  ).with_id("LatestBlessedModelResolver")
+  evaluator = Evaluator(model=trainer.outputs["model"],
+                        baseline_model=baseline_trainer.outputs["model"],
+                        last_blessed_model=last_blessed.outputs["model"],
+                        config=sections(config, EVALUATOR_SECTIONS))
+  pusher = tfx.components.Pusher(
+      model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
+      push_destination=tfx.proto.PushDestination(
+          filesystem=tfx.proto.PushDestination.Filesystem(
+              base_directory=os.path.join(where.serving_dir, config.serving.model_name))))
+
+  return tfx.dsl.Pipeline(
+      pipeline_name=config.pipeline.name,
+      pipeline_root=where.root,
+      components=[example_gen, statistics_gen, schema_gen, example_validator, gate,
+                  graph_builder, baseline_trainer, trainer, last_blessed, evaluator, pusher],
+      enable_cache=config.pipeline.enable_cache,
+      metadata_connection_config=(
+          tfx.orchestration.metadata.sqlite_metadata_connection_config(where.metadata_path)
+          if where.metadata_path else None),
+      beam_pipeline_args=list(config.pipeline.beam_args))

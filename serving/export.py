@@ -1,0 +1,209 @@
+"""SavedModel export with the two TF Serving signatures of E2E-GRec.
+
+`serving_default` takes a batch of serialized `tf.Example`s. Each carries the
+request features (`user_id`, `video_id`, `tab`, `hour`, `day`) and its own
+pre-sampled subgraph in TF-GNN's `tf.Example` encoding (`tfgnn.write_example`),
+so a caller that samples elsewhere (a feature service, a batch job) sends
+everything the model needs. `request_examples` builds such requests.
+
+`rank` takes raw ids (one user, N candidate videos, the request context) and
+samples the subgraph inside the model with the `SubgraphSampler`, whose tables
+are variables: stock TF Serving then serves the whole path end to end and the
+graph tables load as checkpoint variables, not GraphDef constants.
+
+Both return the per-task predictions (`click`, `long_view`, `like`, `skip`
+probabilities and `stay`), each float32 [N], and `score`, the weighted sum with
+`config.serving.task_weights` that ranks candidates. Only stock TensorFlow ops
+are in the exported graphs, so the SavedModel loads without tensorflow_gnn.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_gnn as tfgnn
+
+from e2e_grec import config as config_lib
+from e2e_grec.serving.requests import (EXAMPLES_INPUT, EXAMPLES_SIGNATURE, RANK_SIGNATURE,
+                                       REQUEST_FEATURES, SCORE, TASKS)
+
+GRAPH_KEY = "graph"
+
+
+def example_graph_spec(sampler: Any) -> tfgnn.GraphTensorSpec:
+  """The sampler's spec for one example's subgraph, with free sizes."""
+  spec = sampler.graph_tensor_spec()
+  if spec.rank != 0:
+    raise ValueError(f"the sampler's graph_tensor_spec() must be scalar, got rank {spec.rank}")
+  return spec.relax(num_components=True, num_nodes=True, num_edges=True)
+
+
+def _single_component(graph: tfgnn.GraphTensor) -> tfgnn.GraphTensor:
+  """Merges all components into one, as the sampler's batches are built.
+
+  After `merge_batch_to_components` each example is one component; node and
+  edge indices are already global, so only the sizes change. The examples'
+  subgraphs stay disconnected, so each example is scored on its own subgraph.
+  """
+  if graph.context.features:
+    raise ValueError("per-example graphs with context features cannot be merged into "
+                     f"one component: {sorted(graph.context.features)}")
+
+  def total(sizes: tf.Tensor) -> tf.Tensor:
+    return tf.reshape(tf.reduce_sum(sizes), [1])
+
+  return tfgnn.GraphTensor.from_pieces(
+      node_sets={
+          name: tfgnn.NodeSet.from_fields(sizes=total(ns.sizes), features=ns.features)
+          for name, ns in graph.node_sets.items()},
+      edge_sets={
+          name: tfgnn.EdgeSet.from_fields(
+              sizes=total(es.sizes), features=es.features,
+              adjacency=tfgnn.Adjacency.from_indices(
+                  source=(es.adjacency.source_name, es.adjacency.source),
+                  target=(es.adjacency.target_name, es.adjacency.target)))
+          for name, es in graph.edge_sets.items()})
+
+
+class ServingModule(tf.Module):
+  """The model, its sampler and tables, and the two serving functions."""
+
+  def __init__(self, model: tf.keras.Model, sampler: Any | None, node_tables: tf.Module,
+               serving: config_lib.ServingConfig):
+    super().__init__(name="e2e_grec_serving")
+    unknown = sorted(set(serving.task_weights) - set(TASKS))
+    if unknown:
+      raise ValueError(f"serving.task_weights has unknown task(s) {unknown}; "
+                       f"tasks are {', '.join(TASKS)}")
+    if serving.max_candidates < 1:
+      raise ValueError(f"serving.max_candidates must be >= 1, got {serving.max_candidates}")
+    self.model = model
+    # None: a no_graph model, whose requests carry no subgraph.
+    self.sampler = sampler
+    # Tracked so that every table the model or sampler reads is saved.
+    self.node_tables = node_tables
+    self._task_weights = tuple(sorted(serving.task_weights.items()))
+    self._max_candidates = serving.max_candidates
+    graph_spec = None if sampler is None else example_graph_spec(sampler)
+    self._examples_fn = tf.function(
+        lambda examples: self._serve_examples(examples, graph_spec),
+        input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
+    self._rank_fn = tf.function(self._rank, input_signature=[
+        tf.TensorSpec(None, tf.int64, name="user_id"),
+        tf.TensorSpec([None], tf.int64, name="video_ids"),
+        tf.TensorSpec(None, tf.int64, name="tab"),
+        tf.TensorSpec(None, tf.int64, name="hour"),
+        tf.TensorSpec(None, tf.int64, name="day")])
+
+  def signatures(self) -> dict[str, Any]:
+    return {EXAMPLES_SIGNATURE: self._examples_fn.get_concrete_function(),
+            RANK_SIGNATURE: self._rank_fn.get_concrete_function()}
+
+  def _predict(self, features: dict[str, tf.Tensor],
+               graph: tfgnn.GraphTensor | None) -> dict[str, tf.Tensor]:
+    inputs = dict(features)
+    if graph is not None:
+      inputs[GRAPH_KEY] = graph
+    predictions = self.model(inputs, training=False)
+    missing = [t for t in TASKS if t not in predictions]
+    if missing:
+      raise ValueError(f"the model's outputs lack task(s) {missing}; got {sorted(predictions)}")
+    outputs = {t: tf.reshape(tf.cast(predictions[t], tf.float32), [-1]) for t in TASKS}
+    score = tf.zeros_like(outputs[TASKS[0]])
+    for task, weight in self._task_weights:
+      score += weight * outputs[task]
+    outputs[SCORE] = score
+    return outputs
+
+  def _check_batch(self, n: tf.Tensor, signature: str, what: str) -> list[tf.Operation]:
+    return [
+        tf.debugging.assert_positive(n, message=f"{signature}: no {what} given"),
+        tf.debugging.assert_less_equal(
+            n, tf.constant(self._max_candidates, n.dtype),
+            message=f"{signature}: too many {what}, at most {self._max_candidates} "
+            "(serving.max_candidates) per request")]
+
+  def _serve_examples(self, examples: tf.Tensor,
+                      graph_spec: tfgnn.GraphTensorSpec | None) -> dict[str, tf.Tensor]:
+    with tf.control_dependencies(self._check_batch(tf.size(examples), EXAMPLES_SIGNATURE,
+                                                   "examples")):
+      examples = tf.identity(examples)
+    features = tf.io.parse_example(
+        examples, {name: tf.io.FixedLenFeature([], tf.int64) for name in REQUEST_FEATURES})
+    graph = None
+    if graph_spec is not None:
+      graph = _single_component(
+          tfgnn.parse_example(graph_spec, examples).merge_batch_to_components())
+    return self._predict(features, graph)
+
+  def _rank(self, user_id: tf.Tensor, video_ids: tf.Tensor, tab: tf.Tensor,
+            hour: tf.Tensor, day: tf.Tensor) -> dict[str, tf.Tensor]:
+    n = tf.size(video_ids, out_type=tf.int64)
+    checks = self._check_batch(n, RANK_SIGNATURE, "candidates (video_ids)")
+    with tf.control_dependencies(checks):
+      video_ids = tf.identity(video_ids)
+    features = {"video_id": video_ids}
+    for name, value in (("user_id", user_id), ("tab", tab), ("hour", hour), ("day", day)):
+      flat = tf.reshape(value, [-1])
+      size = tf.size(flat, out_type=tf.int64)
+      ok = tf.debugging.Assert(
+          tf.logical_or(tf.equal(size, 1), tf.equal(size, n)),
+          [f"rank: {name} must hold one value or one per candidate; values:", size,
+           "candidates:", n])
+      with tf.control_dependencies([ok]):
+        features[name] = tf.broadcast_to(flat, [n])
+    graph = None
+    if self.sampler is not None:
+      graph = self.sampler(features["user_id"], features["video_id"], features["day"])
+    return self._predict(features, graph)
+
+
+def export_saved_model(model: tf.keras.Model, sampler: Any | None, node_tables: tf.Module,
+                       config: config_lib.Config, export_dir: str) -> str:
+  """Writes the SavedModel with `serving_default` and `rank` to `export_dir`.
+
+  `sampler` is the `SubgraphSampler` (None for a no_graph model). Returns
+  `export_dir`.
+  """
+  module = ServingModule(model, sampler, node_tables, config.serving)
+  signatures = module.signatures()
+  tf.saved_model.save(module, export_dir, signatures=signatures)
+  logging.info("exported SavedModel with signatures %s to %s",
+               ", ".join(sorted(signatures)), export_dir)
+  return export_dir
+
+
+def _broadcast(values: Mapping[str, Any]) -> dict[str, np.ndarray]:
+  arrays = {k: np.asarray(v, np.int64).reshape(-1) for k, v in values.items()}
+  n = arrays["video_id"].shape[0]
+  for name, array in arrays.items():
+    if array.shape[0] not in (1, n):
+      raise ValueError(f"{name} has {array.shape[0]} values; give one, or one per "
+                       f"candidate ({n})")
+  return {k: np.broadcast_to(a, [n]) for k, a in arrays.items()}
+
+
+def request_examples(sampler: Any | None, user_id: int | Sequence[int],
+                     video_ids: Sequence[int], tab: int | Sequence[int],
+                     hour: int | Sequence[int], day: int | Sequence[int]) -> list[bytes]:
+  """Serialized `serving_default` requests: one tf.Example per candidate.
+
+  Each example holds the request features and the subgraph the sampler draws
+  for that (user, video, day) alone, encoded with `tfgnn.write_example`.
+  Scalars apply to every candidate.
+  """
+  values = _broadcast({"user_id": user_id, "video_id": video_ids, "tab": tab,
+                       "hour": hour, "day": day})
+  serialized = []
+  for i in range(values["video_id"].shape[0]):
+    if sampler is None:
+      example = tf.train.Example()
+    else:
+      one = {k: tf.constant(values[k][i:i + 1]) for k in ("user_id", "video_id", "day")}
+      example = tfgnn.write_example(sampler(one["user_id"], one["video_id"], one["day"]))
+    for name in REQUEST_FEATURES:
+      example.features.feature[name].int64_list.value[:] = [int(values[name][i])]
+    serialized.append(example.SerializeToString())
+  return serialized
