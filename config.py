@@ -274,6 +274,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     key_t, val_t = typing.get_args(hint)
     return {_coerce(k, key_t, where): _coerce(v, val_t, f"{where}.{k}")
             for k, v in value.items()}
+  if hint is str and isinstance(value, datetime.date):
+    return value.isoformat()  # YAML reads 2022-04-25 as a date.
   if hint is float and isinstance(value, int) and not isinstance(value, bool):
     return float(value)
   if hint is bool and not isinstance(value, bool):

@@ -42,11 +42,3 @@ def ms_of_day(day: np.ndarray | int) -> np.ndarray:
   """Unix milliseconds of local midnight starting `day` (inverse of day_of_ms)."""
   return np.asarray(day, dtype=np.int64) * MS_PER_DAY - TIMEZONE_OFFSET_MS
 
-
-def days_of_yyyymmdd(values: np.ndarray) -> np.ndarray:
-  """Days since epoch of valid YYYYMMDD integers (vectorised)."""
-  values = np.asarray(values, dtype=np.int64)
-  dates = np.array([f"{v // 10000:04d}-{v // 100 % 100:02d}-{v % 100:02d}"
-                    for v in np.unique(values)], dtype="datetime64[D]")
-  lookup = dict(zip(np.unique(values).tolist(), dates.astype(np.int64).tolist()))
-  return np.array([lookup[v] for v in values.tolist()], dtype=np.int64)

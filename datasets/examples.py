@@ -12,6 +12,7 @@ import os
 import e2e_grec  # noqa: F401  (legacy Keras before TensorFlow)
 import numpy as np
 import tensorflow as tf
+from tqdm.auto import tqdm
 
 from e2e_grec.datasets import labels
 
@@ -56,7 +57,8 @@ def write(path: str, columns: dict[str, np.ndarray]) -> int:
   int_lists = [example.features.feature[name].int64_list for name, _ in ints]
   float_lists = [example.features.feature[name].float_list for name, _ in floats]
   with tf.io.TFRecordWriter(path, options="GZIP") as writer:
-    for row in range(count):
+    for row in tqdm(range(count), desc=f"writing {os.path.basename(os.path.dirname(path))}",
+                    unit=" examples", leave=False, mininterval=2.0, disable=None):
       for target, (_, values) in zip(int_lists, ints):
         target.value[:] = [values[row]]
       for target, (_, values) in zip(float_lists, floats):

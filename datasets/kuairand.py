@@ -319,22 +319,24 @@ def read_table(path: str, spec: TableSpec, quarantine: Quarantine,
         quarantine.add(stats, first_line + offset, why, chunk[offset])
       typed = typed[(reason == "").to_numpy()]
       typed.insert(0, "_line", typed.index.to_numpy(np.int64) + first_line)
+      if spec.key is not None:  # kept to quarantine duplicates with their raw text
+        typed.insert(1, "_raw", [chunk[i] for i in typed.index])
       frames.append(typed)
       progress.update(len(chunk))
     progress.close()
   table = (pd.concat(frames, ignore_index=True) if frames else
            _validate_chunk(pd.DataFrame(columns=list(spec.kinds), dtype=object),
-                           spec)[0].assign(_line=np.int64(0)))
+                           spec)[0].assign(_line=np.int64(0), _raw=""))
   if spec.key is not None:
     duplicate = table[spec.key].duplicated(keep="first").to_numpy()
-    raw_lines = table["_line"].to_numpy()[duplicate]
-    for line, key in zip(raw_lines, table[spec.key].to_numpy()[duplicate]):
-      quarantine.add(stats, int(line), f"duplicate id: {spec.key}={key}", "")
+    for line, key, raw in zip(table["_line"][duplicate], table[spec.key][duplicate],
+                              table["_raw"][duplicate]):
+      quarantine.add(stats, line, f"duplicate id: {spec.key}={key}", raw)
     table = table[~duplicate]
   stats.rows_out = len(table)
   logging.info("%s: %d rows in, %d out, %d quarantined", stats.file, stats.rows_in,
                stats.rows_out, stats.quarantined)
-  return table.drop(columns="_line").reset_index(drop=True), stats
+  return table.drop(columns=["_line", "_raw"], errors="ignore").reset_index(drop=True), stats
 
 
 def read_logs(paths: tuple[str, ...], quarantine: Quarantine,
@@ -345,7 +347,7 @@ def read_logs(paths: tuple[str, ...], quarantine: Quarantine,
   for path in paths:
     if max_rows and remaining <= 0:
       break
-    frame, stats = read_table(path, LOG_SPEC, quarantine, remaining)
+    frame, stats = read_table(path, LOG_SPEC, quarantine, remaining if max_rows else 0)
     remaining -= stats.rows_in
     frames.append(frame)
     all_stats.append(stats)

@@ -22,6 +22,8 @@ import time
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+from pyarrow import csv as pa_csv
 
 from e2e_grec.config import Config, SyntheticConfig
 from e2e_grec.datasets import kuairand
@@ -224,8 +226,10 @@ def _outcomes(world: World, config: SyntheticConfig, user: np.ndarray, video: np
 
 def _impressions(world: World, config: SyntheticConfig, n: int, first_day: int,
                  days: int, rng: np.random.Generator,
-                 users: np.ndarray | None = None) -> pd.DataFrame:
-  """`n` log rows (the 19 official columns) on days [first_day, first_day + days)."""
+                 users: np.ndarray | None = None,
+                 order: tuple[str, ...] = ("time_ms",)) -> dict[str, np.ndarray]:
+  """`n` log rows (the 19 official columns, int64) on days [first_day, first_day + days),
+  sorted by the `order` columns."""
   user = users if users is not None else rng.choice(config.users, n, p=world.user_activity)
   tab = rng.choice(config.tabs, n, p=world.tab_weights)
   video = _pick_videos(world, config, user, rng)
@@ -239,8 +243,8 @@ def _impressions(world: World, config: SyntheticConfig, n: int, first_day: int,
   outcome = _outcomes(world, config, user, video, tab, rng)
   columns = {"user_id": user, "video_id": video, "date": date, "hourmin": hour * 100,
              "time_ms": time_ms, **outcome, "is_rand": np.zeros(n, np.int64), "tab": tab}
-  log = pd.DataFrame({c: np.asarray(columns[c], np.int64) for c in kuairand.LOG_COLUMNS})
-  return log.sort_values("time_ms", kind="stable", ignore_index=True)
+  rows = np.lexsort([columns[c] for c in reversed(order)])
+  return {c: np.asarray(columns[c], np.int64)[rows] for c in kuairand.LOG_COLUMNS}
 
 
 def _bucket(values: np.ndarray, column: str) -> np.ndarray:
@@ -329,20 +333,20 @@ def _history(world: World, config: SyntheticConfig, start_day: int,
   """Per user the last <= history_length pre-period watches, likes and long views."""
   has_history = rng.random(config.users) < 0.95
   length = np.minimum(config.history_length, 1 + rng.poisson(
-      world.user_activity * config.users * config.history_length * 0.5))
+      world.user_activity * config.users * config.history_length * 0.3))
   length = np.where(has_history, length, 0)
   users = np.repeat(np.arange(config.users), length)
-  log = _impressions(world, config, len(users), start_day - 14, 14, rng, users=users)
-  log = log.sort_values(["user_id", "time_ms"], kind="stable", ignore_index=True)
-  log = log[log["play_time_ms"] > 0]
-  user = log["user_id"].to_numpy()
-  last = log.groupby("user_id")["time_ms"].max()
-  history = pd.DataFrame({"last_time_ms": last}, index=last.index)
-  for column, mask in (("watch_seq", None), ("like_seq", log["is_like"] == 1),
-                       ("long_watch_seq", log["long_view"] == 1)):
-    keep = np.ones(len(log), bool) if mask is None else mask.to_numpy()
-    history[column] = pd.Series(_joined(user[keep], log["video_id"].to_numpy()[keep]),
-                                dtype=object)
+  log = _impressions(world, config, len(users), start_day - 14, 14, rng, users=users,
+                     order=("user_id", "time_ms"))
+  watched = log["play_time_ms"] > 0
+  user, video = log["user_id"][watched], log["video_id"][watched]
+  newest = np.r_[user[1:] != user[:-1], True] if len(user) else np.zeros(0, bool)
+  history = pd.DataFrame({"last_time_ms": log["time_ms"][watched][newest]},
+                         index=user[newest])
+  for column, keep in (("watch_seq", np.ones(len(user), bool)),
+                       ("like_seq", log["is_like"][watched] == 1),
+                       ("long_watch_seq", log["long_view"][watched] == 1)):
+    history[column] = pd.Series(_joined(user[keep], video[keep]), dtype=object)
   return history.rename_axis("user_id").reset_index()[list(kuairand.HISTORY_COLUMNS)]
 
 
@@ -361,6 +365,18 @@ def _stamp(day: int) -> str:
   return f"{date.month}_{date.day:02d}"
 
 
+def _write_csv(path: str, table: pd.DataFrame) -> None:
+  """pandas formatting (like the real files); Arrow's fast writer for all-int tables."""
+  if not all(pd.api.types.is_integer_dtype(t) for t in table.dtypes):
+    table.to_csv(path, index=False)
+    return
+  with open(path, "w") as f:
+    f.write(",".join(table.columns) + "\n")
+  with open(path, "ab") as f:
+    pa_csv.write_csv(pa.Table.from_pandas(table, preserve_index=False), f,
+                     write_options=pa_csv.WriteOptions(include_header=False))
+
+
 def generate(config: SyntheticConfig, out_dir: str) -> dict:
   """Writes the four KuaiRand-Pure-layout CSV files; returns their paths and row counts."""
   started = time.time()
@@ -368,7 +384,8 @@ def generate(config: SyntheticConfig, out_dir: str) -> dict:
   start_day = day_of(config.start_date)
   end_day = start_day + config.days - 1
   world = make_world(config, rng)
-  log = _impressions(world, config, config.impressions, start_day, config.days, rng)
+  log = pd.DataFrame(_impressions(world, config, config.impressions, start_day,
+                                  config.days, rng))
   tables = {
       f"log_standard_{_stamp(start_day)}_to_{_stamp(end_day)}_pure.csv": log,
       kuairand.USER_FEATURES: _user_features(world, config, rng),
@@ -379,7 +396,7 @@ def generate(config: SyntheticConfig, out_dir: str) -> dict:
   result = {"out_dir": os.path.abspath(out_dir), "files": {}, "rows": {}}
   for name, table in tables.items():
     path = os.path.join(out_dir, name)
-    table.to_csv(path, index=False)
+    _write_csv(path, table)
     result["files"][name] = path
     result["rows"][name] = len(table)
   result["seconds"] = round(time.time() - started, 2)

@@ -39,6 +39,7 @@ import logging
 import os
 import shutil
 import time
+import uuid
 from typing import Iterable, Iterator, Mapping, Sequence
 
 import e2e_grec  # noqa: F401  (legacy Keras before TensorFlow, also in Beam workers)
@@ -271,7 +272,7 @@ class _UserShardEdges(beam.DoFn):
     rows = _concat(chunks)
     for name in self._behaviours:
       mask = np.ones(_length(rows), bool) if name == "impression" else rows[name] == 1
-      yield beam.pvalue.TaggedOutput(name, behaviour_edges(rows, mask))
+      yield edge_table(name, behaviour_edges(rows, mask))
     pairs = co_engage_pairs(rows, self._window)
     for shard, chunk in _by_shard(pairs, pairs["source"], self._shards):
       yield beam.pvalue.TaggedOutput(_PAIRS, (shard, chunk))
@@ -287,9 +288,9 @@ def _top_k_both_directions(element: tuple[int, Iterable[Columns]], k: int,
   yield from _by_shard(both, both["source"], shards)
 
 
-def _symmetric_edges(element: tuple[int, Iterable[Columns]]) -> Columns:
+def _symmetric_edges(element: tuple[int, Iterable[Columns]]) -> tuple[str, Columns]:
   _, chunks = element
-  return unique_edges(_concat(chunks))
+  return edge_table(CO_ENGAGE, unique_edges(_concat(chunks)))
 
 
 class _HistoryEdges(_WithNodeTables):
@@ -313,8 +314,8 @@ class _HistoryEdges(_WithNodeTables):
       yield beam.pvalue.TaggedOutput(_STATS, stat)
     edges = _take(edges, np.lexsort((edges["day"], edges["target"], edges["source"])))
     starts, ends = _runs(edges["source"], edges["target"], edges["day"])
-    yield {**_take(edges, starts), "tab": np.zeros(len(starts), np.int64),
-           "count": (ends - starts).astype(np.int64)}
+    yield edge_table(HISTORY, {**_take(edges, starts), "tab": np.zeros(len(starts), np.int64),
+                               "count": (ends - starts).astype(np.int64)})
 
 
 class _LinkEdges(_WithNodeTables):
@@ -327,26 +328,38 @@ class _LinkEdges(_WithNodeTables):
     edges, stats = _known(LINK_EDGE_SETS[link], edges, "video", link)
     for stat in stats:
       yield beam.pvalue.TaggedOutput(_STATS, stat)
-    yield edges
+    yield edge_table(LINK_EDGE_SETS[link], edges)
 
 
-class _NodeExamples(_WithNodeTables):
-  """A node set of the node tables -> unigraph tf.Examples (`#id`, `id`, side features)."""
+class _NodeTable(_WithNodeTables):
+  """A node set of the node tables -> its unigraph table (`#id`, `id`, side features)."""
 
   def process(self, node_set: str):
-    size = len(self._arrays[f"{node_set}/ids"]) + 1
-    dense = _side_feature(self._arrays, node_set, "dense")
-    categorical = _side_feature(self._arrays, node_set, "categorical")
-    example = tf.train.Example()
-    feature = example.features.feature
-    for i in range(size):
-      feature[unigraph.NODE_ID].bytes_list.value[:] = [b"%d" % i]
-      feature["id"].int64_list.value[:] = [i]
-      if dense is not None:
-        feature["dense"].float_list.value[:] = dense[i].tolist()
-      if categorical is not None:
-        feature["categorical"].int64_list.value[:] = categorical[i].tolist()
-      yield example.SerializeToString()
+    index = np.arange(len(self._arrays[f"{node_set}/ids"]) + 1, dtype=np.int64)
+    table = {unigraph.NODE_ID: index, "id": index}
+    for name in ("dense", "categorical"):
+      values = _side_feature(self._arrays, node_set, name)
+      if values is not None:
+        table[name] = values
+    yield node_path(node_set), table
+
+
+class _WriteTable(beam.DoFn):
+  """(file, table chunks) -> one TFRecord file of tf.Examples, replaced atomically."""
+
+  def __init__(self, out_dir: str):
+    self._out_dir = out_dir
+
+  def process(self, element: tuple[str, Iterable[Columns]]):
+    relative_path, chunks = element
+    path = os.path.join(self._out_dir, relative_path)
+    temporary = f"{path}.tmp-{uuid.uuid4().hex}"
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    with tf.io.TFRecordWriter(temporary) as writer:
+      for chunk in chunks:
+        for record in serialize_table(chunk):
+          writer.write(record)
+    tf.io.gfile.rename(temporary, path, overwrite=True)
 
 
 def _side_feature(arrays: Mapping[str, np.ndarray], node_set: str, name: str
@@ -355,19 +368,42 @@ def _side_feature(arrays: Mapping[str, np.ndarray], node_set: str, name: str
   return values if values is not None and values.ndim == 2 and values.shape[1] else None
 
 
-def _edge_examples(edges: Columns, features: Sequence[str]) -> Iterator[bytes]:
-  """Columnar edges -> serialized unigraph tf.Examples (`#source`, `#target`, features)."""
+def node_path(node_set: str) -> str:
+  return f"nodes/{node_set}.tfrecord"
+
+
+def edge_path(edge_set: str) -> str:
+  """The unigraph file of an edge set; `rev_<name>` reads the file of `<name>`."""
+  return f"edges/{edge_set.removeprefix(index_lib.REVERSE_PREFIX)}.tfrecord"
+
+
+def edge_table(name: str, edges: Columns) -> tuple[str, Columns]:
+  """Columnar edges -> (file, unigraph table with `#source`, `#target`, features)."""
+  table = {unigraph.SOURCE_ID: edges["source"], unigraph.TARGET_ID: edges["target"]}
+  table.update((feature, edges[feature]) for feature in EDGE_FEATURES[name])
+  return edge_path(name), table
+
+
+def serialize_table(table: Columns) -> Iterator[bytes]:
+  """A unigraph table chunk -> serialized tf.Examples, one per row.
+
+  `#`-columns (ids) become decimal bytes; other columns int64 or float
+  features, one value per row or, for 2-D columns, a fixed-size vector.
+  """
   example = tf.train.Example()
-  feature = example.features.feature
-  source = feature[unigraph.SOURCE_ID].bytes_list
-  target = feature[unigraph.TARGET_ID].bytes_list
-  lists = [feature[name].int64_list for name in features]
-  columns = [edges[name].tolist() for name in features]
-  for row, (s, t) in enumerate(zip(edges["source"].tolist(), edges["target"].tolist())):
-    source.value[:] = [b"%d" % s]
-    target.value[:] = [b"%d" % t]
-    for values, column in zip(lists, columns):
-      values.value[:] = [column[row]]
+  setters = []
+  for name, values in table.items():
+    feature = example.features.feature[name]
+    if name.startswith("#"):
+      target, rows, scalar = feature.bytes_list, [b"%d" % v for v in values.tolist()], True
+    elif values.dtype.kind == "f":
+      target, rows, scalar = feature.float_list, values.tolist(), values.ndim == 1
+    else:
+      target, rows, scalar = feature.int64_list, values.tolist(), values.ndim == 1
+    setters.append((target, rows, scalar))
+  for row in range(_length(table)):
+    for target, rows, scalar in setters:
+      target.value[:] = [rows[row]] if scalar else rows[row]
     yield example.SerializeToString()
 
 
@@ -449,65 +485,50 @@ def _history_dir(data_dir: str | None) -> str | None:
   return data_dir
 
 
-def _write_edges(name: str, chunks: beam.PCollection, out_dir: str) -> None:
-  _ = (chunks
-       | f"Serialize/{name}" >> beam.FlatMap(_edge_examples, EDGE_FEATURES[name])
-       | f"Write/{name}" >> beam.io.WriteToTFRecord(
-           os.path.join(out_dir, "edges", f"{name}.tfrecord"),
-           num_shards=1, shard_name_template=""))
-
-
 def _run_pipeline(config: GraphConfig, files: Sequence[str], tables_path: str,
-                  node_sets: Sequence[str], links: Sequence[str], history_dir: str | None,
-                  out_dir: str, beam_args: Sequence[str]) -> None:
+                  node_sets: Sequence[str], links: Sequence[str], edge_sets: Sequence[str],
+                  history_dir: str | None, out_dir: str, beam_args: Sequence[str]) -> None:
   """The Beam pipeline: unigraph node and edge files plus a stats file."""
   behaviours = tuple(b for b in BEHAVIOURS if b in config.behaviours)
   with beam_pipeline(beam_args) as p:
-    stats = []
     parsed = (p
               | "ExampleFiles" >> beam.Create(list(files))
               | "ParseExamples" >> beam.ParDo(
                   _ParseExamples(tables_path, behaviours, config.shards)
               ).with_outputs(_STATS, main="rows"))
-    stats.append(parsed[_STATS])
-    user_edges = (parsed.rows
-                  | "GroupByUserShard" >> beam.GroupByKey()
-                  | "UserShardEdges" >> beam.ParDo(
-                      _UserShardEdges(behaviours, config.co_engage_window, config.shards)
-                  ).with_outputs(_PAIRS, *behaviours))
-    for name in behaviours:
-      _write_edges(name, user_edges[name], out_dir)
-    co_engage = (user_edges[_PAIRS]
+    user_shards = (parsed.rows
+                   | "GroupByUserShard" >> beam.GroupByKey()
+                   | "UserShardEdges" >> beam.ParDo(
+                       _UserShardEdges(behaviours, config.co_engage_window, config.shards)
+                   ).with_outputs(_PAIRS, main="tables"))
+    co_engage = (user_shards[_PAIRS]
                  | "GroupPairsByVideoShard" >> beam.GroupByKey()
                  | "TopKPerVideoDay" >> beam.FlatMap(
                      _top_k_both_directions, config.co_engage_top_k, config.shards)
                  | "GroupKeptByVideoShard" >> beam.GroupByKey()
                  | "SymmetricCoEngage" >> beam.Map(_symmetric_edges))
-    _write_edges(CO_ENGAGE, co_engage, out_dir)
-
-    if config.include_history:
-      history = (p
-                 | "HistoryDir" >> beam.Create([history_dir] if history_dir else [])
-                 | "HistoryEdges" >> beam.ParDo(_HistoryEdges(tables_path)
-                                                ).with_outputs(_STATS, main="edges"))
-      stats.append(history[_STATS])
-      _write_edges(HISTORY, history.edges, out_dir)
-    for link in links:
-      name = LINK_EDGE_SETS[link]
-      static = (p
-                | f"Link/{link}" >> beam.Create([link])
-                | f"LinkEdges/{link}" >> beam.ParDo(_LinkEdges(tables_path)
-                                                    ).with_outputs(_STATS, main="edges"))
-      stats.append(static[_STATS])
-      _write_edges(name, static.edges, out_dir)
-    for node_set in node_sets:
-      _ = (p
-           | f"NodeSet/{node_set}" >> beam.Create([node_set])
-           | f"NodeExamples/{node_set}" >> beam.ParDo(_NodeExamples(tables_path))
-           | f"WriteNodes/{node_set}" >> beam.io.WriteToTFRecord(
-               os.path.join(out_dir, "nodes", f"{node_set}.tfrecord"),
-               num_shards=1, shard_name_template=""))
-    _ = (stats
+    history = (p
+               | "HistoryDir" >> beam.Create([history_dir] if history_dir else [])
+               | "HistoryEdges" >> beam.ParDo(_HistoryEdges(tables_path)
+                                              ).with_outputs(_STATS, main="tables"))
+    static = (p
+              | "VideoLinks" >> beam.Create(list(links))
+              | "LinkEdges" >> beam.ParDo(_LinkEdges(tables_path)
+                                          ).with_outputs(_STATS, main="tables"))
+    nodes = (p
+             | "NodeSets" >> beam.Create(list(node_sets))
+             | "NodeTables" >> beam.ParDo(_NodeTable(tables_path)))
+    # An empty chunk per file, so that empty edge sets still get their file.
+    empty = {"source": np.zeros([0], np.int64), "target": np.zeros([0], np.int64),
+             **{f: np.zeros([0], np.int64) for f in USER_VIDEO_FEATURES}}
+    files_to_write = p | "EveryEdgeFile" >> beam.Create(
+        [edge_table(name, empty) for name in edge_sets])
+    _ = ((user_shards.tables, co_engage, history.tables, static.tables, nodes,
+          files_to_write)
+         | "FlattenTables" >> beam.Flatten()
+         | "GroupByFile" >> beam.GroupByKey()
+         | "WriteFiles" >> beam.ParDo(_WriteTable(out_dir)))
+    _ = ((parsed[_STATS], history[_STATS], static[_STATS])
          | "FlattenStats" >> beam.Flatten()
          | "SumStats" >> beam.CombinePerKey(sum)
          | "StatsJson" >> beam.MapTuple(lambda key, n: json.dumps([key, n]))
@@ -526,7 +547,7 @@ def _output_schema(arrays: Mapping[str, np.ndarray], node_sets: Sequence[str],
     if name.removeprefix(index_lib.REVERSE_PREFIX) not in edge_sets:
       del schema.edge_sets[name]
   for name, node_set in schema.node_sets.items():
-    node_set.metadata.filename = f"nodes/{name}.tfrecord"
+    node_set.metadata.filename = node_path(name)
     node_set.metadata.cardinality = index.node_set_sizes[name]
     for feature, dtype, what in (("dense", tf.float32, "normalised numeric side features"),
                                  ("categorical", tf.int64, "categorical side-feature codes")):
@@ -537,8 +558,7 @@ def _output_schema(arrays: Mapping[str, np.ndarray], node_sets: Sequence[str],
         node_set.features[feature].dtype = dtype.as_datatype_enum
         node_set.features[feature].shape.dim.add().size = values.shape[1]
   for name, edge_set in schema.edge_sets.items():
-    edge_set.metadata.filename = (
-        f"edges/{name.removeprefix(index_lib.REVERSE_PREFIX)}.tfrecord")
+    edge_set.metadata.filename = edge_path(name)
     edge_set.metadata.cardinality = index.edge_sets[name].num_edges
   tfgnn.validate_schema(schema)
   return schema
@@ -547,15 +567,15 @@ def _output_schema(arrays: Mapping[str, np.ndarray], node_sets: Sequence[str],
 def _read_edges(path: str, source_set: str, target_set: str,
                 with_tab: bool) -> index_lib.EdgeArrays:
   """An edge file written by the pipeline -> NumPy arrays (vectorised parsing)."""
-  spec = {"#source": tf.io.FixedLenFeature([], tf.string),
-          "#target": tf.io.FixedLenFeature([], tf.string),
+  spec = {unigraph.SOURCE_ID: tf.io.FixedLenFeature([], tf.string),
+          unigraph.TARGET_ID: tf.io.FixedLenFeature([], tf.string),
           "day": tf.io.FixedLenFeature([], tf.int64)}
   if with_tab:
     spec["tab"] = tf.io.FixedLenFeature([], tf.int64)
 
   def parse(serialized):
     parsed = tf.io.parse_example(serialized, spec)
-    for end in ("#source", "#target"):
+    for end in (unigraph.SOURCE_ID, unigraph.TARGET_ID):
       parsed[end] = tf.strings.to_number(parsed[end], tf.int64)
     return parsed
 
@@ -566,7 +586,8 @@ def _read_edges(path: str, source_set: str, target_set: str,
     for name in spec:
       columns[name].append(batch[name])
   arrays = {name: np.concatenate(parts) for name, parts in columns.items()}
-  return index_lib.EdgeArrays(source_set, target_set, arrays["#source"], arrays["#target"],
+  return index_lib.EdgeArrays(source_set, target_set, arrays[unigraph.SOURCE_ID],
+                              arrays[unigraph.TARGET_ID],
                               arrays["day"], arrays.get("tab"))
 
 
@@ -606,8 +627,8 @@ def build_graph(config: Config, examples_dir: str, data_dir: str | None, out_dir
   os.makedirs(out_dir, exist_ok=True)
   logging.info("graph build: %d example file(s), edge sets %s, Beam args %s",
                len(files), edge_sets, list(all_beam_args))
-  _run_pipeline(graph_config, files, tables_path, node_sets, links, history_dir, out_dir,
-                all_beam_args)
+  _run_pipeline(graph_config, files, tables_path, node_sets, links, edge_sets, history_dir,
+                out_dir, all_beam_args)
 
   stats_path = os.path.join(out_dir, STATS_FILE)
   with open(stats_path) as f:
@@ -615,7 +636,7 @@ def build_graph(config: Config, examples_dir: str, data_dir: str | None, out_dir
   os.remove(stats_path)
   template = tfgnn.read_schema(TEMPLATE_SCHEMA)
   logging.info("graph build: reading the edges back into the sampling index")
-  edges = {name: _read_edges(os.path.join(out_dir, "edges", f"{name}.tfrecord"),
+  edges = {name: _read_edges(os.path.join(out_dir, edge_path(name)),
                              template.edge_sets[name].source,
                              template.edge_sets[name].target,
                              "tab" in EDGE_FEATURES[name])

@@ -76,7 +76,7 @@ class NodeTables(tf.Module):
     ids = self._ids[node_set]
     raw_ids = tf.cast(raw_ids, tf.int64)
     flat = tf.reshape(raw_ids, [-1])
-    position = tf.searchsorted(ids, flat, side="left")
+    position = tf.searchsorted(ids, flat, side="left", out_type=tf.int64)
     safe = tf.minimum(position, tf.maximum(tf.size(ids, out_type=tf.int64) - 1, 0))
     found = tf.logical_and(position < tf.size(ids, out_type=tf.int64),
                            tf.equal(tf.gather(ids, safe), flat))

@@ -145,6 +145,8 @@ class SubgraphSampler(tf.Module):
       self._spec = fn.structured_outputs.spec
     return self._spec
 
+  # Plain TF ops without data-dependent control flow: autograph only slows tracing.
+  @tf.autograph.experimental.do_not_convert
   def __call__(self, user_id: tf.Tensor, video_id: tf.Tensor, day: tf.Tensor,
                seed: tf.Tensor | int | None = None) -> tfgnn.GraphTensor:
     """Samples one GraphTensor (one component) for B examples, int64 [B] each."""
@@ -192,7 +194,7 @@ class SubgraphSampler(tf.Module):
     target's composite key (neighbour index, inherited cutoff) and `tab`.
     """
     name, k = step.edge_set, step.fanout
-    node = node_keys // _RADIX
+    node = _node_of(node_keys)
     row_splits = self._row_splits[name]
     start = tf.gather(row_splits, node)
     stop = tf.gather(row_splits, node + 1)
@@ -202,24 +204,31 @@ class SubgraphSampler(tf.Module):
     degree = tf.where(node > 0, tf.clip_by_value(end, start, stop) - start, 0)
     take = tf.minimum(degree, k)
 
-    row = tf.repeat(tf.range(tf.size(node_keys, out_type=tf.int64)), take)
-    draw = tf.range(tf.size(row, out_type=tf.int64)) - tf.gather(
-        tf.cumsum(take, exclusive=True), row)
+    # Ragged [frontier, take] as flat (row, draw) pairs; cheaper than tf.repeat.
+    splits = tf.concat([tf.zeros([1], tf.int64), tf.cumsum(take)], 0)
+    flat = tf.range(splits[-1])
+    row = tf.searchsorted(splits, flat, side="right", out_type=tf.int64) - 1
+    draw = flat - tf.gather(splits, row)
     # Keyed by (seed, step, node, cutoff) only: independent of the batch.
     stream = _mix(tf.bitcast(seed, tf.uint64) + tf.constant(step.stream, tf.uint64))
     row_hash = _mix(tf.bitwise.bitwise_xor(stream, tf.bitcast(node_keys, tf.uint64)))
     d = tf.gather(degree, row)
     rotation = tf.gather(_floor_times(_unit(_mix(row_hash)), degree), row)
-    stratum_start = draw * d // k
-    stratum_size = (draw + 1) * d // k - stratum_start
-    draw_hash = _mix(tf.gather(row_hash, row) + tf.bitcast(draw + 1, tf.uint64) * _GOLDEN)
-    offset = (rotation + stratum_start + _floor_times(_unit(draw_hash), stratum_size)) % \
-        tf.maximum(d, 1)
+    # Stratum j of the rotated prefix is [floor(j*d/k), floor((j+1)*d/k)); float64
+    # is exact here and, unlike int64 division, fast.
+    width = tf.cast(d, tf.float64) / k
+    bound = lambda j: tf.cast(tf.floor(tf.cast(j, tf.float64) * width), tf.int64)
+    stratum_start = bound(draw)
+    draw_hash = _mix(tf.gather(row_hash, row) + tf.bitcast(draw + 1, tf.uint64) *
+                     tf.constant(_GOLDEN, tf.uint64))
+    offset = rotation + stratum_start + _floor_times(_unit(draw_hash),
+                                                     bound(draw + 1) - stratum_start)
+    offset = tf.where(offset >= d, offset - d, offset)  # undo the rotation: < 2d
     offset = tf.where(d > k, offset, draw)
     edge = tf.gather(start, row) + offset
 
     target = tf.gather(self._targets[name], edge)
-    target_keys = target * _RADIX + tf.gather(node_keys, row) % _RADIX
+    target_keys = target * _RADIX + _cutoff_of(tf.gather(node_keys, row))
     tab = tf.gather(self._tab[name], edge) if name in self._tab else None
     return tf.gather(positions, row), target_keys, tab
 
@@ -227,7 +236,7 @@ class SubgraphSampler(tf.Module):
     node_sets = {
         ns: tfgnn.NodeSet.from_fields(
             sizes=tf.reshape(tf.size(keys[ns], out_type=_INDICES), [1]),
-            features={NODE_FEATURE: _items(keys[ns] // _RADIX)})
+            features={NODE_FEATURE: _items(_node_of(keys[ns]))})
         for ns in NODE_SETS}
     node_sets[READOUT] = tfgnn.NodeSet.from_fields(
         sizes=tf.reshape(tf.cast(num_examples, _INDICES), [1]), features={})
@@ -254,19 +263,28 @@ class SubgraphSampler(tf.Module):
     return tfgnn.GraphTensor.from_pieces(node_sets=node_sets, edge_sets=edge_sets)
 
 
+def _node_of(keys: tf.Tensor) -> tf.Tensor:
+  """Node index of composite keys (shift, not int64 division: much faster)."""
+  return tf.bitwise.right_shift(keys, tf.constant(_RADIX.bit_length() - 1, tf.int64))
+
+
+def _cutoff_of(keys: tf.Tensor) -> tf.Tensor:
+  return tf.bitwise.bitwise_and(keys, tf.constant(_RADIX - 1, tf.int64))
+
+
 def _items(x: tf.Tensor) -> tf.Tensor:
   """Drops a static item count so the spec is the same for every batch size."""
   return tf.raw_ops.PlaceholderWithDefault(input=x, shape=[None])
 
 
-_GOLDEN = tf.constant(0x9E3779B97F4A7C15, tf.uint64)
+_GOLDEN = 0x9E3779B97F4A7C15  # 2**64 / golden ratio, the SplitMix64 increment
 
 
 def _mix(z: tf.Tensor) -> tf.Tensor:
   """SplitMix64 finaliser: a bijective 64-bit hash, elementwise on uint64."""
   shift = lambda x, n: tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(
       x, tf.constant(n, tf.uint64)))
-  z = shift(z + _GOLDEN, 30) * tf.constant(0xBF58476D1CE4E5B9, tf.uint64)
+  z = shift(z + tf.constant(_GOLDEN, tf.uint64), 30) * tf.constant(0xBF58476D1CE4E5B9, tf.uint64)
   z = shift(z, 27) * tf.constant(0x94D049BB133111EB, tf.uint64)
   return shift(z, 31)
 

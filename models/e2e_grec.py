@@ -86,7 +86,10 @@ class E2EGRec(tfrs.Model):
     masks = self.gfae.sample_masks(graph) if training and self.trains_gfae else None
     encoded = self.encoder(graph, masks=masks, training=training and self.mode == "e2e")
     gfae_loss = self.gfae(encoded, masks) if masks is not None else None
-    return encoder_lib.readout(encoded), gfae_loss
+    embeddings = encoder_lib.readout(encoded)
+    if self.mode == "two_stage":  # Frozen: no gradient may reach the encoder.
+      embeddings = {ns: tf.stop_gradient(e) for ns, e in embeddings.items()}
+    return embeddings, gfae_loss
 
   def logits(self, inputs: Mapping[str, tf.Tensor], training: bool = False
              ) -> tuple[dict[str, tf.Tensor], tf.Tensor | None]:

@@ -136,3 +136,57 @@ def toy_graph_for_batch(tables: NodeTables, batch: dict[str, tf.Tensor],
   """`toy_graph` around the seeds of a `toy_batch`, looked up like the sampler does."""
   return toy_graph(tables.lookup("user", batch["user_id"]).numpy(),
                    tables.lookup("video", batch["video_id"]).numpy(), seed=seed)
+
+
+def write_toy_run_inputs(root: str, *, train_examples: int = 256, eval_examples: int = 64,
+                         seed: int = 0) -> tuple[str, str]:
+  """Writes `prepare`- and `build-graph`-shaped toy inputs; returns (examples, graph).
+
+  Days 19100..19109 are training, 19110..19111 eval; the graph holds click,
+  long_view and static video edges of the training examples only.
+  """
+  import os
+
+  from e2e_grec.datasets import examples as examples_lib
+  from e2e_grec.graph.node_tables import save_arrays
+  from e2e_grec.graph.sampling_index import EdgeArrays, SamplingIndex
+
+  rng = np.random.default_rng(seed)
+  arrays = toy_node_table_arrays(seed)
+  examples_dir, graph_dir = os.path.join(root, "examples"), os.path.join(root, "graph")
+  os.makedirs(examples_dir, exist_ok=True)
+  os.makedirs(graph_dir, exist_ok=True)
+  save_arrays(os.path.join(examples_dir, "node_tables.npz"), arrays)
+
+  def columns(n, first_day, days):
+    user = rng.integers(0, TOY_SIZES["user"], size=n)
+    video = rng.integers(0, TOY_SIZES["video"], size=n)
+    signal = ((user + video) % 2).astype(np.int64)
+    return {"user_id": 100 + user, "video_id": 100 + video,
+            "tab": 100 + rng.integers(0, TOY_SIZES["tab"], size=n),
+            "hour": rng.integers(0, 24, size=n), "day": first_day + rng.integers(0, days, n),
+            "time_ms": np.zeros(n, np.int64), "click": signal,
+            "long_view": signal * rng.integers(0, 2, size=n),
+            "like": rng.integers(0, 2, size=n), "skip": 1 - signal,
+            "stay": (signal * 2.0 + rng.random(n)).astype(np.float32)}
+
+  train = columns(train_examples, 19100, 10)
+  examples_lib.write(examples_lib.split_path(examples_dir, "train"), train)
+  examples_lib.write(examples_lib.split_path(examples_dir, "eval"),
+                     columns(eval_examples, 19110, 2))
+  user, video = train["user_id"] - 99, train["video_id"] - 99  # node index = raw - 99
+  videos = np.arange(1, TOY_SIZES["video"] + 1)
+  edges = {
+      "click": EdgeArrays("user", "video", user[train["click"] == 1],
+                          video[train["click"] == 1], train["day"][train["click"] == 1]),
+      "long_view": EdgeArrays("user", "video", user[train["long_view"] == 1],
+                              video[train["long_view"] == 1],
+                              train["day"][train["long_view"] == 1]),
+      "authored_by": EdgeArrays("video", "author", videos, arrays["video/author"][videos],
+                                np.full(len(videos), 19000)),
+      "tagged": EdgeArrays("video", "tag", videos, arrays["video/tag"][videos],
+                           np.full(len(videos), 19000)),
+  }
+  sizes = {ns: TOY_SIZES[ns] + 1 for ns in ("user", "video", "author", "tag", "music")}
+  SamplingIndex.from_edges(edges, sizes).save(graph_dir)
+  return examples_dir, graph_dir

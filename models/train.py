@@ -36,6 +36,7 @@ import e2e_grec  # noqa: F401  (legacy Keras before TensorFlow)
 import matplotlib
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import summary_pb2
 
 from e2e_grec.config import Config
 from e2e_grec.datasets import examples as examples_lib
@@ -49,6 +50,11 @@ matplotlib.use("Agg")
 from matplotlib import pyplot as plt  # noqa: E402  (after choosing the backend)
 
 LOG_FILE = "train_log.jsonl"
+# What `tf.summary.scalar` writes, without needing the tensorboard package
+# installed: TensorBoard's scalars plugin reads these events.
+_SCALAR_METADATA = summary_pb2.SummaryMetadata(
+    plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
+).SerializeToString()
 NODE_TABLES_FILE = "node_tables.npz"
 
 
@@ -142,7 +148,7 @@ class RunLog:
     plain = {k: float(np.asarray(v)) for k, v in values.items()}
     with self._writer.as_default(step=step):
       for k, v in plain.items():
-        tf.summary.scalar(k, v)
+        tf.summary.write(k, tf.constant(v, tf.float32), metadata=_SCALAR_METADATA)
     with open(self._path, "a") as f:
       f.write(json.dumps({"step": step, **plain}) + "\n")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from tfx import v1 as tfx
+from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
 
 from e2e_grec.config import Config
 from e2e_grec.pipeline import pipeline as pipeline_lib
@@ -32,8 +32,8 @@ def locations(config: Config) -> pipeline_lib.Locations:
 
 def compile_pipeline(config: Config, out: str = DEFAULT_OUT) -> str:
   """Writes the KFP v2 pipeline spec JSON to `out`; returns its path."""
-  runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
-      config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
+  runner = kubeflow_v2_dag_runner.KubeflowV2DagRunner(
+      config=kubeflow_v2_dag_runner.KubeflowV2DagRunnerConfig(
           default_image=config.pipeline.kubeflow_image),
       output_dir=os.path.dirname(os.path.abspath(out)),
       output_filename=os.path.basename(out))

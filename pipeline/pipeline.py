@@ -16,8 +16,14 @@ import dataclasses
 import hashlib
 import os
 
-from tfx import v1 as tfx
+from tfx.components import ExampleValidator, Pusher, StatisticsGen
+from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
+from tfx.dsl.components.common import resolver
 from tfx.dsl.input_resolution.strategies import latest_blessed_model_strategy
+from tfx.orchestration import metadata
+from tfx.orchestration import pipeline as tfx_pipeline
+from tfx.proto import pusher_pb2
+from tfx.types import channel, standard_artifacts
 
 from e2e_grec import schemas
 from e2e_grec.components.anomalies_gate.component import AnomaliesGate
@@ -70,12 +76,12 @@ def sections(config: Config, names: tuple[str, ...]) -> Config:
   return Config().replace(**{name: getattr(config, name) for name in names})
 
 
-def create_pipeline(config: Config, where: Locations) -> tfx.dsl.Pipeline:
+def create_pipeline(config: Config, where: Locations) -> tfx_pipeline.Pipeline:
   example_gen = ExampleGen(data_dir=where.data_dir, synthetic=where.synthetic,
                            config=sections(config, EXAMPLE_GEN_SECTIONS))
-  statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
-  schema_gen = tfx.components.ImportSchemaGen(schema_file=where.schema_file)
-  example_validator = tfx.components.ExampleValidator(
+  statistics_gen = StatisticsGen(examples=example_gen.outputs["examples"])
+  schema_gen = ImportSchemaGen(schema_file=where.schema_file)
+  example_validator = ExampleValidator(
       statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
   gate = AnomaliesGate(anomalies=example_validator.outputs["anomalies"],
                        schema_source=where.schema_file)
@@ -95,28 +101,28 @@ def create_pipeline(config: Config, where: Locations) -> tfx.dsl.Pipeline:
                              mode=config.eval.baseline_mode).with_id("BaselineTrainer")
   baseline_trainer.add_upstream_node(gate)
 
-  last_blessed = tfx.dsl.Resolver(
+  last_blessed = resolver.Resolver(
       strategy_class=latest_blessed_model_strategy.LatestBlessedModelStrategy,
-      model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-      model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+      model=channel.Channel(type=standard_artifacts.Model),
+      model_blessing=channel.Channel(type=standard_artifacts.ModelBlessing),
   ).with_id("LatestBlessedModelResolver")
   evaluator = Evaluator(model=trainer.outputs["model"],
                         baseline_model=baseline_trainer.outputs["model"],
                         last_blessed_model=last_blessed.outputs["model"],
                         config=sections(config, EVALUATOR_SECTIONS))
-  pusher = tfx.components.Pusher(
+  pusher = Pusher(
       model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
-      push_destination=tfx.proto.PushDestination(
-          filesystem=tfx.proto.PushDestination.Filesystem(
+      push_destination=pusher_pb2.PushDestination(
+          filesystem=pusher_pb2.PushDestination.Filesystem(
               base_directory=os.path.join(where.serving_dir, config.serving.model_name))))
 
-  return tfx.dsl.Pipeline(
+  return tfx_pipeline.Pipeline(
       pipeline_name=config.pipeline.name,
       pipeline_root=where.root,
       components=[example_gen, statistics_gen, schema_gen, example_validator, gate,
                   graph_builder, baseline_trainer, trainer, last_blessed, evaluator, pusher],
       enable_cache=config.pipeline.enable_cache,
       metadata_connection_config=(
-          tfx.orchestration.metadata.sqlite_metadata_connection_config(where.metadata_path)
+          metadata.sqlite_metadata_connection_config(where.metadata_path)
           if where.metadata_path else None),
       beam_pipeline_args=list(config.pipeline.beam_args))

@@ -19,10 +19,11 @@ import time
 import traceback
 from typing import Any, Iterator, TextIO
 
+from absl import logging as absl_logging
 from ml_metadata.proto import metadata_store_pb2
-from tfx import v1 as tfx
 from tfx.dsl.compiler import constants as compiler_constants
 from tfx.orchestration import metadata
+from tfx.orchestration.local import local_dag_runner
 
 from e2e_grec.components.evaluator import executor as evaluator_executor
 from e2e_grec.config import Config
@@ -69,6 +70,7 @@ class NodeExecution:
 class RunResult:
   root: str
   log_file: str
+  serving_dir: str  # the Pusher's base directory: <serving_dir>/<model_name>/<version>
   nodes: list[NodeRun]
   executions: dict[str, NodeExecution]
 
@@ -131,26 +133,28 @@ def _logging_to(log_file: str, progress: Progress) -> Iterator[None]:
   file_handler = logging.FileHandler(log_file)
   file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
   root = logging.getLogger()
-  saved_level = root.level
-  root.setLevel(min(saved_level, logging.INFO) if saved_level else logging.INFO)
+  saved_root_level = root.level
+  root.setLevel(logging.INFO)
   root.addHandler(file_handler)
   saved = {}
   for name in QUIET_LOGGERS:
     logger = logging.getLogger(name)
-    saved[name] = (logger.propagate, logger.level)
-    logger.propagate, logger.level = False, logging.INFO
-    logger.addHandler(file_handler)
+    saved[name] = (logger.propagate, logger.handlers)
+    logger.propagate, logger.handlers = False, [file_handler]
   logging.getLogger("absl").addHandler(progress)
+  # Through absl's flag, not the logger: TensorFlow code that parses absl flags
+  # mid-run (SavedModel export does) resets the logger to the flag's level.
+  saved_verbosity = absl_logging.get_verbosity()
+  absl_logging.set_verbosity(absl_logging.INFO)
   try:
     yield
   finally:
-    logging.getLogger("absl").removeHandler(progress)
-    for name, (propagate, level) in saved.items():
+    absl_logging.set_verbosity(saved_verbosity)
+    for name, (propagate, handlers) in saved.items():
       logger = logging.getLogger(name)
-      logger.removeHandler(file_handler)
-      logger.propagate, logger.level = propagate, level
+      logger.propagate, logger.handlers = propagate, handlers
     root.removeHandler(file_handler)
-    root.setLevel(saved_level)
+    root.setLevel(saved_root_level)
     file_handler.close()
 
 
@@ -159,7 +163,7 @@ def latest_executions(metadata_path: str, pipeline_name: str,
   """Each component's newest execution in MLMD, with its output artifacts."""
   result = {}
   with metadata.Metadata(
-      tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path)) as m:
+      metadata.sqlite_metadata_connection_config(metadata_path)) as m:
     store = m.store
     for node_id in node_ids:
       context = store.get_context_by_type_and_name(
@@ -201,15 +205,25 @@ def run(config: Config, out: TextIO = sys.stdout) -> RunResult:
   progress = Progress(node_ids, out)
   with _logging_to(log_file, progress):
     try:
-      tfx.orchestration.LocalDagRunner().run(pipeline)
+      local_dag_runner.LocalDagRunner().run(pipeline)
     except Exception as error:  # the failed component and its error, for the user
       logging.getLogger("absl").error("pipeline failed:\n%s", traceback.format_exc())
       node = progress.fail()
       raise PipelineFailed(node.node_id if node else "the pipeline",
                            node.seconds if node else 0.0, log_file, error) from error
-  return RunResult(root=root, log_file=log_file, nodes=list(progress.nodes.values()),
+  return RunResult(root=root, log_file=log_file,
+                   serving_dir=os.path.join(where.serving_dir, config.serving.model_name),
+                   nodes=list(progress.nodes.values()),
                    executions=latest_executions(where.metadata_path, config.pipeline.name,
                                                 node_ids))
+
+
+def latest_version(serving_dir: str) -> str | None:
+  """The newest numeric version directory under `serving_dir`, as TF Serving picks it."""
+  if not os.path.isdir(serving_dir):
+    return None
+  versions = [int(v) for v in os.listdir(serving_dir) if v.isdigit()]
+  return os.path.join(serving_dir, str(max(versions))) if versions else None
 
 
 def _read(uri: str) -> str:
@@ -253,7 +267,10 @@ def summary(result: RunResult) -> str:
     if pushed.get("pushed") and pushed["pushed"].int_value:
       where.append(("pushed SavedModel", pushed["pushed_destination"].string_value))
     else:
-      where.append(("pushed SavedModel", "nothing pushed by this run (not blessed)"))
+      where.append(("pushed SavedModel", "none by this run (not blessed)"))
+  latest = latest_version(result.serving_dir)
+  if latest:
+    where.append(("newest served version", latest))
   lines += ["", "Where:"] + [f"  {label:<38} {value}" for label, value in where]
   return "\n".join(lines)
 

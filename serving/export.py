@@ -67,12 +67,11 @@ def _single_component(graph: tfgnn.GraphTensor) -> tfgnn.GraphTensor:
           for name, es in graph.edge_sets.items()})
 
 
-class ServingModule(tf.Module):
-  """The model, its sampler and tables, and the two serving functions."""
+class Scorer:
+  """Builds the two signature functions around one model and its sampler."""
 
-  def __init__(self, model: tf.keras.Model, sampler: Any | None, node_tables: tf.Module,
+  def __init__(self, model: tf.keras.Model, sampler: Any | None,
                serving: config_lib.ServingConfig):
-    super().__init__(name="e2e_grec_serving")
     unknown = sorted(set(serving.task_weights) - set(TASKS))
     if unknown:
       raise ValueError(f"serving.task_weights has unknown task(s) {unknown}; "
@@ -82,27 +81,26 @@ class ServingModule(tf.Module):
     self.model = model
     # None: a no_graph model, whose requests carry no subgraph.
     self.sampler = sampler
-    # Tracked so that every table the model or sampler reads is saved.
-    self.node_tables = node_tables
-    self._task_weights = tuple(sorted(serving.task_weights.items()))
-    self._max_candidates = serving.max_candidates
-    graph_spec = None if sampler is None else example_graph_spec(sampler)
-    self._examples_fn = tf.function(
-        lambda examples: self._serve_examples(examples, graph_spec),
-        input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
-    self._rank_fn = tf.function(self._rank, input_signature=[
+    self.task_weights = tuple(sorted(serving.task_weights.items()))
+    self.max_candidates = serving.max_candidates
+    self.graph_spec = None if sampler is None else example_graph_spec(sampler)
+
+  def signatures(self) -> dict[str, Any]:
+    """Concrete functions of `serving_default` and `rank`."""
+    examples = tf.function(self.serve_examples, input_signature=[
+        tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
+    rank = tf.function(self.rank, input_signature=[
         tf.TensorSpec(None, tf.int64, name="user_id"),
         tf.TensorSpec([None], tf.int64, name="video_ids"),
         tf.TensorSpec(None, tf.int64, name="tab"),
         tf.TensorSpec(None, tf.int64, name="hour"),
         tf.TensorSpec(None, tf.int64, name="day")])
+    return {EXAMPLES_SIGNATURE: examples.get_concrete_function(),
+            RANK_SIGNATURE: rank.get_concrete_function()}
 
-  def signatures(self) -> dict[str, Any]:
-    return {EXAMPLES_SIGNATURE: self._examples_fn.get_concrete_function(),
-            RANK_SIGNATURE: self._rank_fn.get_concrete_function()}
-
-  def _predict(self, features: dict[str, tf.Tensor],
-               graph: tfgnn.GraphTensor | None) -> dict[str, tf.Tensor]:
+  def predict(self, features: dict[str, tf.Tensor],
+              graph: tfgnn.GraphTensor | None) -> dict[str, tf.Tensor]:
+    """The model's task outputs as float32 [N] each, plus the ranking score."""
     inputs = dict(features)
     if graph is not None:
       inputs[GRAPH_KEY] = graph
@@ -112,7 +110,7 @@ class ServingModule(tf.Module):
       raise ValueError(f"the model's outputs lack task(s) {missing}; got {sorted(predictions)}")
     outputs = {t: tf.reshape(tf.cast(predictions[t], tf.float32), [-1]) for t in TASKS}
     score = tf.zeros_like(outputs[TASKS[0]])
-    for task, weight in self._task_weights:
+    for task, weight in self.task_weights:
       score += weight * outputs[task]
     outputs[SCORE] = score
     return outputs
@@ -121,28 +119,29 @@ class ServingModule(tf.Module):
     return [
         tf.debugging.assert_positive(n, message=f"{signature}: no {what} given"),
         tf.debugging.assert_less_equal(
-            n, tf.constant(self._max_candidates, n.dtype),
-            message=f"{signature}: too many {what}, at most {self._max_candidates} "
+            n, tf.constant(self.max_candidates, n.dtype),
+            message=f"{signature}: too many {what}, at most {self.max_candidates} "
             "(serving.max_candidates) per request")]
 
-  def _serve_examples(self, examples: tf.Tensor,
-                      graph_spec: tfgnn.GraphTensorSpec | None) -> dict[str, tf.Tensor]:
+  def serve_examples(self, examples: tf.Tensor) -> dict[str, tf.Tensor]:
+    """Scores serialized tf.Examples, each with its own pre-sampled subgraph."""
     with tf.control_dependencies(self._check_batch(tf.size(examples), EXAMPLES_SIGNATURE,
                                                    "examples")):
       examples = tf.identity(examples)
     features = tf.io.parse_example(
         examples, {name: tf.io.FixedLenFeature([], tf.int64) for name in REQUEST_FEATURES})
     graph = None
-    if graph_spec is not None:
+    if self.graph_spec is not None:
       graph = _single_component(
-          tfgnn.parse_example(graph_spec, examples).merge_batch_to_components())
-    return self._predict(features, graph)
+          tfgnn.parse_example(self.graph_spec, examples).merge_batch_to_components())
+    return self.predict(features, graph)
 
-  def _rank(self, user_id: tf.Tensor, video_ids: tf.Tensor, tab: tf.Tensor,
-            hour: tf.Tensor, day: tf.Tensor) -> dict[str, tf.Tensor]:
+  def rank(self, user_id: tf.Tensor, video_ids: tf.Tensor, tab: tf.Tensor,
+           hour: tf.Tensor, day: tf.Tensor) -> dict[str, tf.Tensor]:
+    """Scores N candidates from raw ids, sampling their subgraph in the graph."""
     n = tf.size(video_ids, out_type=tf.int64)
-    checks = self._check_batch(n, RANK_SIGNATURE, "candidates (video_ids)")
-    with tf.control_dependencies(checks):
+    with tf.control_dependencies(self._check_batch(n, RANK_SIGNATURE,
+                                                   "candidates (video_ids)")):
       video_ids = tf.identity(video_ids)
     features = {"video_id": video_ids}
     for name, value in (("user_id", user_id), ("tab", tab), ("hour", hour), ("day", day)):
@@ -157,21 +156,26 @@ class ServingModule(tf.Module):
     graph = None
     if self.sampler is not None:
       graph = self.sampler(features["user_id"], features["video_id"], features["day"])
-    return self._predict(features, graph)
+    return self.predict(features, graph)
 
 
 def export_saved_model(model: tf.keras.Model, sampler: Any | None, node_tables: tf.Module,
                        config: config_lib.Config, export_dir: str) -> str:
   """Writes the SavedModel with `serving_default` and `rank` to `export_dir`.
 
-  `sampler` is the `SubgraphSampler` (None for a no_graph model). Returns
-  `export_dir`.
+  `sampler` is the `SubgraphSampler` (None for a no_graph model). Only the
+  variables the two signatures read are saved, plus `node_tables` (so a
+  loaded SavedModel still exposes the vocabularies), not the Keras model
+  object: its Keras serialization would trace every layer again and demand
+  weights that serving never uses (the GFAE decoder). Returns `export_dir`.
   """
-  module = ServingModule(model, sampler, node_tables, config.serving)
-  signatures = module.signatures()
-  tf.saved_model.save(module, export_dir, signatures=signatures)
-  logging.info("exported SavedModel with signatures %s to %s",
-               ", ".join(sorted(signatures)), export_dir)
+  signatures = Scorer(model, sampler, config.serving).signatures()
+  root = tf.Module(name="e2e_grec_serving")
+  root.captured = list({id(v): v for fn in signatures.values() for v in fn.variables}.values())
+  root.node_tables = node_tables
+  tf.saved_model.save(root, export_dir, signatures=signatures)
+  logging.info("exported SavedModel with signatures %s (%d variables) to %s",
+               ", ".join(sorted(signatures)), len(root.captured), export_dir)
   return export_dir
 
 
@@ -196,13 +200,17 @@ def request_examples(sampler: Any | None, user_id: int | Sequence[int],
   """
   values = _broadcast({"user_id": user_id, "video_id": video_ids, "tab": tab,
                        "hour": hour, "day": day})
+  ids = tf.TensorSpec([None], tf.int64)
+  # Traced once, and in graph mode like the training input pipeline and `rank`.
+  sample = None if sampler is None else tf.function(
+      lambda u, v, d: sampler(u, v, d), input_signature=[ids, ids, ids])
   serialized = []
   for i in range(values["video_id"].shape[0]):
-    if sampler is None:
+    if sample is None:
       example = tf.train.Example()
     else:
       one = {k: tf.constant(values[k][i:i + 1]) for k in ("user_id", "video_id", "day")}
-      example = tfgnn.write_example(sampler(one["user_id"], one["video_id"], one["day"]))
+      example = tfgnn.write_example(sample(one["user_id"], one["video_id"], one["day"]))
     for name in REQUEST_FEATURES:
       example.features.feature[name].int64_list.value[:] = [int(values[name][i])]
     serialized.append(example.SerializeToString())

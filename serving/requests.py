@@ -29,8 +29,8 @@ _EPOCH = datetime.date(1970, 1, 1)
 
 
 def today() -> int:
-  """Days since 1970-01-01 (UTC): the `day` feature of a live request."""
-  return (datetime.datetime.now(datetime.timezone.utc).date() - _EPOCH).days
+  """Days since 1970-01-01 of the local date: the `day` feature of a live request."""
+  return (datetime.date.today() - _EPOCH).days
 
 
 def rank_request(model_name: str, user_id: int, video_ids: Sequence[int], tab: int,

@@ -244,6 +244,10 @@ class ModelManager:
   def poll_once(self) -> None:
     """Loads the newest version on disk if it is not the one being served."""
     versions = self.versions_on_disk()
+    with self._lock:  # Forget failed pushes that were removed.
+      for v in [v for v, s in self._states.items() if v not in versions and
+                s.state == get_model_status_pb2.ModelVersionStatus.LOADING]:
+        del self._states[v]
     if not versions:
       return
     newest = versions[-1]

@@ -54,8 +54,8 @@ def decide(candidate: Evaluated, baseline: Evaluated, last_blessed: Optional[Eva
            metric: str, margin: float) -> Decision:
   """Bless if `metric` beats the baseline and a comparable last blessed model by `margin`."""
   if last_blessed is not None and last_blessed.artifact_id == candidate.artifact_id:
-    return Decision(False, f"model {candidate.artifact_id} is already the last blessed model "
-                    "(pushed by an earlier run); nothing new to push")
+    return Decision(False, "this model is already the last blessed one (pushed by an "
+                    "earlier run): nothing new to push")
   references = [baseline]
   if last_blessed is not None:
     if last_blessed.examples == candidate.examples:
@@ -79,13 +79,20 @@ def decide(candidate: Evaluated, baseline: Evaluated, last_blessed: Optional[Eva
 
 def table(models: list[Evaluated], metric: str) -> str:
   """A markdown table: one row per metric, one column per model, `metric` first."""
-  names = sorted({name for m in models for name in m.metrics}, key=lambda n: (n != metric, n))
+  names = sorted({name for m in models for name in m.metrics},
+                 key=lambda n: (n != metric, "/" in n, n))
   header = "| metric | " + " | ".join(f"{m.label} ({m.mode})" for m in models) + " |"
   lines = [header, "|---" * (len(models) + 1) + "|"]
   for name in names:
-    cells = [f"{m.metrics[name]:.4f}" if name in m.metrics else "" for m in models]
+    cells = [_cell(m.metrics.get(name)) for m in models]
     lines.append(f"| {name} | " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
+
+
+def _cell(value: Optional[float]) -> str:
+  if value is None:
+    return ""
+  return f"{value:.0f}" if float(value).is_integer() and abs(value) >= 10 else f"{value:.4f}"
 
 
 def bless(blessing: artifact.Artifact, candidate: Evaluated, baseline: Evaluated,
@@ -124,7 +131,9 @@ class Executor(base_executor.BaseExecutor):
                       settings.blessing_margin)
     logging.info("%s: %s", "BLESSED" if decision.blessed else "NOT BLESSED", decision.message)
 
-    models = [m for m in (candidate, baseline, last_blessed) if m is not None]
+    models = [candidate, baseline]
+    if last_blessed is not None and last_blessed.artifact_id != candidate.artifact_id:
+      models.append(last_blessed)
     evaluation = artifact_utils.get_single_instance(output_dict["evaluation"])
     io_utils.write_string_file(os.path.join(evaluation.uri, METRICS_FILE), json.dumps({
         "metric": settings.metric, "margin": settings.blessing_margin,

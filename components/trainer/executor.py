@@ -30,7 +30,6 @@ GRAPH_DIR_KEY = "graph_dir"
 MODEL_DIR_KEY = "model_dir"
 # Beside Format-Serving in the Model artifact: what the Evaluator compares.
 MODEL_METRICS_FILE = "eval_metrics.json"
-RESOLVED_CONFIG_FILE = "config.yaml"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,16 +40,12 @@ class ModelMetrics:
   metrics: dict[str, float]
 
 
-def flatten(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
-  """Nested metric dicts to `a/b` keys; non-numeric values are dropped."""
-  flat: dict[str, float] = {}
-  for key, value in metrics.items():
-    name = f"{prefix}{key}"
-    if isinstance(value, Mapping):
-      flat.update(flatten(value, f"{name}/"))
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-      flat[name] = float(value)
-  return flat
+def quality_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+  """The eval-quality entries of `train`'s metrics (`mean_*`, `<task>/<metric>`,
+  `examples`); timing, throughput and history stay in the run's metrics.json."""
+  return {key: float(value) for key, value in metrics.items()
+          if (key.startswith("mean_") or "/" in key or key == "examples")
+          and isinstance(value, (int, float)) and not isinstance(value, bool)}
 
 
 def write_model_metrics(model_dir: str, record: ModelMetrics) -> None:
@@ -80,14 +75,12 @@ def run_fn(fn_args: fn_args_utils.FnArgs) -> None:
       graph_dir = stack.enter_context(staging.input_dir(graph_dir))
     run_dir = stack.enter_context(staging.output_dir(fn_args.model_run_dir))
     export_dir = stack.enter_context(staging.output_dir(fn_args.serving_model_dir))
-    config.save(os.path.join(run_dir, RESOLVED_CONFIG_FILE))
     logging.info("training a %s model; logs in %s", config.model.mode, run_dir)
-    result = train.train(config, examples_dir, graph_dir, run_dir)
-    export.export_saved_model(result.model, result.sampler, result.node_tables, config,
-                              export_dir)
+    result = train.build_and_train(config, examples_dir, graph_dir, run_dir)
+    export.export_saved_model(result.model, result.sampler, result.tables, config, export_dir)
   write_model_metrics(custom[MODEL_DIR_KEY], ModelMetrics(
       mode=config.model.mode, examples=custom[EXAMPLES_DIR_KEY],
-      metrics=flatten(result.metrics)))
+      metrics=quality_metrics(result.metrics)))
 
 
 class Executor(tfx_trainer_executor.GenericExecutor):

@@ -1,0 +1,157 @@
+"""The results table: baselines, E2E-GRec and its ablations over several seeds.
+
+    python -m benchmarks.experiments --data ../shared/data/kuairand_pure --seeds 0 1 2
+
+Prepares the data and builds the graph once under `--work` (or reuses
+`--examples` / `--graph`), then trains every experiment for every seed with
+the temporal split of `DataConfig` (train 04-25..05-04, eval 05-05..05-06),
+each run in its own process (`e2e-grec train`), and writes
+`benchmarks/results/experiments.json` and `experiments.md`: mean +- std over
+seeds of the mean GAUC / AUC over the binary tasks, per-task GAUC, stay RMSE.
+Only the eval window is ever used to compare settings.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+BINARY_TASKS = ("click", "long_view", "like", "skip")
+
+# Shared by every run: CPU-sized GNN (one hop, fan-out 5), large batches.
+BASE = ("train.batch_size=1024", "train.epochs=2", "sampling.fanouts=[5]",
+        "model.gnn_layers=1", "model.gnn_hidden_dim=32")
+
+EXPERIMENTS: dict[str, tuple[str, ...]] = {
+    "no_graph": ("model.mode=no_graph",),
+    "two_stage": ("model.mode=two_stage",),
+    "e2e": ("model.mode=e2e",),
+    "e2e_no_gfae": ("model.mode=e2e", "model.gfae=false"),
+    "e2e_fixed_weights": ("model.mode=e2e", "train.loss_balancer=fixed"),
+    "e2e_fusion_level1_only": ("model.mode=e2e", "model.fusion_level2=false"),
+    "e2e_fusion_level2_only": ("model.mode=e2e", "model.fusion_level1=false"),
+}
+
+
+def _cli(*args: str) -> list[str]:
+  return [sys.executable, "-m", "e2e_grec.cli", *args]
+
+
+def prepare_inputs(data: str, work: str) -> tuple[str, str]:
+  examples, graph = os.path.join(work, "examples"), os.path.join(work, "graph")
+  if not os.path.exists(os.path.join(examples, "node_tables.npz")):
+    subprocess.run(_cli("prepare", "--data", data, "--out", examples), check=True)
+  if not os.path.exists(os.path.join(graph, "sampling_index.npz")):
+    subprocess.run(_cli("build-graph", "--data", data, "--examples", examples,
+                        "--out", graph), check=True)
+  return examples, graph
+
+
+def run_one(name: str, seed: int, examples: str, graph: str, work: str,
+            extra: list[str]) -> dict | None:
+  out = os.path.join(work, "runs", f"{name}_seed{seed}")
+  metrics_path = os.path.join(out, "metrics.json")
+  if os.path.exists(metrics_path):
+    logging.info("%s seed %d: done before, reusing %s", name, seed, metrics_path)
+  else:
+    overrides = [*BASE, *EXPERIMENTS[name], f"train.seed={seed}", f"sampling.seed={seed}",
+                 *extra]
+    args = _cli("train", "--examples", examples, "--graph", graph, "--out", out)
+    for o in overrides:
+      args += ["--set", o]
+    logging.info("%s seed %d: %s", name, seed, " ".join(args[3:]))
+    started = time.time()
+    with open(os.path.join(work, "runs", f"{name}_seed{seed}.log"), "w") as log:
+      done = subprocess.run(args, stdout=log, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+      logging.error("%s seed %d failed (exit %d); see its log", name, seed, done.returncode)
+      return None
+    logging.info("%s seed %d: %.0fs", name, seed, time.time() - started)
+  with open(metrics_path) as f:
+    return json.load(f)
+
+
+def summarise(results: dict[str, list[dict]]) -> dict:
+  summary = {}
+  for name, runs in results.items():
+    if not runs:
+      continue
+    keys = ["mean_gauc", "mean_auc", "stay/rmse", "train_examples_per_s"] + \
+        [f"{t}/gauc" for t in BINARY_TASKS] + [f"{t}/auc" for t in BINARY_TASKS]
+    summary[name] = {"seeds": len(runs)}
+    for k in keys:
+      values = np.array([r[k] for r in runs if r.get(k) is not None], np.float64)
+      if values.size:
+        summary[name][k] = {"mean": float(values.mean()), "std": float(values.std())}
+  return summary
+
+
+def markdown(summary: dict) -> str:
+  def cell(stats, key, digits=4):
+    if key not in stats:
+      return "n/a"
+    return f"{stats[key]['mean']:.{digits}f} ± {stats[key]['std']:.{digits}f}"
+
+  head = ["experiment", "seeds", "mean GAUC", "mean AUC"] + \
+      [f"{t} GAUC" for t in BINARY_TASKS] + ["stay RMSE", "train ex/s"]
+  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  for name, stats in summary.items():
+    row = [name, str(stats["seeds"]), cell(stats, "mean_gauc"), cell(stats, "mean_auc")]
+    row += [cell(stats, f"{t}/gauc") for t in BINARY_TASKS]
+    row += [cell(stats, "stay/rmse"), cell(stats, "train_examples_per_s", 0)]
+    lines.append("| " + " | ".join(row) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--data", help="KuaiRand-Pure directory (default: the shared copy).")
+  parser.add_argument("--examples", help="Reuse this `prepare` output.")
+  parser.add_argument("--graph", help="Reuse this `build-graph` output.")
+  parser.add_argument("--work", default="runs/experiments", help="Where runs are kept.")
+  parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+  parser.add_argument("--only", nargs="+", choices=sorted(EXPERIMENTS),
+                      default=list(EXPERIMENTS))
+  parser.add_argument("--set", action="append", default=[],
+                      help="Extra config override for every run.")
+  args = parser.parse_args(argv)
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+  os.makedirs(os.path.join(args.work, "runs"), exist_ok=True)
+  if args.examples and args.graph:
+    examples, graph = args.examples, args.graph
+  else:
+    import e2e_grec  # noqa: F401
+    from e2e_grec import config as config_lib
+    data = args.data or config_lib.default_shared_data_dir()
+    if not data:
+      parser.error("no --data given and the shared KuaiRand copy is not present")
+    examples, graph = prepare_inputs(data, args.work)
+  results: dict[str, list[dict]] = {name: [] for name in args.only}
+  os.makedirs(RESULTS_DIR, exist_ok=True)
+  for seed in args.seeds:
+    for name in args.only:
+      metrics = run_one(name, seed, examples, graph, args.work, args.set)
+      if metrics is not None:
+        results[name].append(metrics)
+      summary = summarise(results)
+      with open(os.path.join(RESULTS_DIR, "experiments.json"), "w") as f:
+        json.dump({"base_overrides": list(BASE), "experiments":
+                   {k: list(v) for k, v in EXPERIMENTS.items()}, "seeds": args.seeds,
+                   "summary": summary,
+                   "runs": {k: [{m: r[m] for m in r if m != "history"} for r in v]
+                            for k, v in results.items()}}, f, indent=2)
+      with open(os.path.join(RESULTS_DIR, "experiments.md"), "w") as f:
+        f.write(markdown(summary))
+  print(markdown(summarise(results)))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

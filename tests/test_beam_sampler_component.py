@@ -1,0 +1,102 @@
+"""The TFX components: GraphBuilder, and SubgraphSampler running TF-GNN's Beam sampler."""
+import os
+
+import e2e_grec  # noqa: F401  (legacy Keras before TensorFlow)
+import numpy as np
+import tensorflow as tf
+import tensorflow_gnn as tfgnn
+from tfx import types
+from tfx.types import standard_artifacts
+
+from e2e_grec.components import artifacts
+from e2e_grec.components.graph_builder import GraphBuilder
+from e2e_grec.components.graph_builder import executor as graph_executor
+from e2e_grec.components.subgraph_sampler import SubgraphSampler
+from e2e_grec.components.subgraph_sampler import executor as sampler_executor
+from test_graph_builder import D1, read_edge_file, toy_config, write_toy_prepared
+
+FANOUTS = (2, 2)
+# Eval users: two known, one unseen (-> the OOV node 0).
+EVAL_USERS = (10, 20, 55)
+
+
+def _artifact(cls, uri):
+  artifact = cls()
+  artifact.uri = uri
+  return artifact
+
+
+def _write_eval_split(examples_dir):
+  path = os.path.join(examples_dir, "Split-eval", "data_tfrecord-00000-of-00001.gz")
+  os.makedirs(os.path.dirname(path))
+  with tf.io.TFRecordWriter(path, options="GZIP") as writer:
+    for user in EVAL_USERS:
+      example = tf.train.Example()
+      example.features.feature["user_id"].int64_list.value.append(user)
+      example.features.feature["day"].int64_list.value.append(D1 + 1)
+      writer.write(example.SerializeToString())
+
+
+def test_components_declare_their_interfaces():
+  config = toy_config()
+  examples = types.Channel(type=standard_artifacts.Examples)
+  builder_component = GraphBuilder(examples=examples, config=config, data_dir="/data")
+  assert builder_component.outputs["graph"].type is artifacts.Graph
+  assert builder_component.exec_properties["data_dir"] == "/data"
+  sampler_component = SubgraphSampler(graph=builder_component.outputs["graph"],
+                                      examples=examples, config=config)
+  assert sampler_component.outputs["subgraphs"].type is artifacts.Subgraphs
+  assert sampler_component.exec_properties["split"] == "eval"
+
+
+def test_beam_sampler_component_materialises_subgraphs(tmp_path):
+  examples_dir, data_dir = write_toy_prepared(str(tmp_path))
+  _write_eval_split(examples_dir)
+  # Few sampling ops keep TF-GNN's Beam sampler quick (each op loads a model).
+  config = toy_config().replace(**{"sampling.fanouts": list(FANOUTS),
+                                   "sampling.edge_sets": ["click", "authored_by"]})
+  examples = _artifact(standard_artifacts.Examples, examples_dir)
+  graph = _artifact(artifacts.Graph, str(tmp_path / "graph"))
+  graph_executor.Executor().Do(
+      {"examples": [examples]}, {"graph": [graph]},
+      {"config": config.to_yaml(), "data_dir": data_dir})
+  assert graph.get_int_custom_property("num_edges") > 0
+
+  subgraphs = _artifact(artifacts.Subgraphs, str(tmp_path / "subgraphs"))
+  sampler_executor.Executor().Do(
+      {"graph": [graph], "examples": [examples]}, {"subgraphs": [subgraphs]},
+      {"config": config.to_yaml(), "split": "eval", "seed_node_set": "user"})
+  assert subgraphs.get_int_custom_property("num_seeds") == 3
+
+  out = subgraphs.uri
+  spec = tfgnn.create_graph_spec_from_schema_pb(
+      tfgnn.read_schema(os.path.join(out, sampler_executor.SCHEMA_FILE)))
+  sampling_spec = sampler_executor.sampling_spec(
+      tfgnn.read_schema(os.path.join(graph.uri, "graph_schema.pbtxt")), "user",
+      config.sampling)
+  ops_per_edge_set = {}
+  for op in sampling_spec.sampling_ops:
+    ops_per_edge_set[op.edge_set_name] = ops_per_edge_set.get(op.edge_set_name, 0) + 1
+  graph_edges = {}
+  seeds = set()
+  for record in tf.data.TFRecordDataset(os.path.join(out, sampler_executor.SUBGRAPHS_FILE)):
+    subgraph = tfgnn.parse_single_example(spec, record)
+    users = subgraph.node_sets["user"]["id"].numpy()
+    seeds.add(int(users[0]))  # the seed is the first user node
+    for name, edge_set in subgraph.edge_sets.items():
+      source_set, target_set = edge_set.adjacency.source_name, edge_set.adjacency.target_name
+      sources = subgraph.node_sets[source_set]["id"].numpy()[edge_set.adjacency.source]
+      targets = subgraph.node_sets[target_set]["id"].numpy()[edge_set.adjacency.target]
+      days = edge_set["day"].numpy()
+      if name not in graph_edges:
+        graph_edges[name] = {e[:3] for e in read_edge_file(graph.uri, name)}
+      # Every sampled edge is an edge of the built graph, with its day.
+      assert set(zip(sources.tolist(), targets.tolist(), days.tolist())) <= graph_edges[name]
+      # Fan-out: at most FANOUT edges per source node and sampling op.
+      if len(sources):
+        assert np.bincount(edge_set.adjacency.source.numpy()).max() <= (
+            max(FANOUTS) * ops_per_edge_set[name]), name
+  assert seeds == {0, 1, 2}
+  # Hop 1 follows click from users; hop 2 rev_click and authored_by from videos.
+  assert ops_per_edge_set == {"click": 1, "rev_click": 1, "authored_by": 1}
+  assert set(graph_edges) <= set(ops_per_edge_set)

@@ -1,0 +1,144 @@
+"""The encoder, GFAE and the three modes on hand-built contract-shaped graphs."""
+import e2e_grec  # noqa: F401  (legacy Keras before TensorFlow)
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_gnn as tfgnn
+
+from e2e_grec import config as config_lib
+from e2e_grec.models import encoder as encoder_lib
+from e2e_grec.models import toy_data
+from e2e_grec.models.e2e_grec import E2EGRec
+from e2e_grec.models.gfae import GraphFeatureAutoEncoder
+
+
+@pytest.fixture(scope="module")
+def toy():
+  tables = toy_data.toy_node_tables()
+  batch = toy_data.toy_batch(8)
+  return tables, batch, toy_data.toy_graph_for_batch(tables, batch)
+
+
+def _config(**overrides):
+  return config_lib.Config().replace(**overrides)
+
+
+@pytest.mark.parametrize("gnn", ["graph_sage", "gatv2", "hgt"])
+def test_encoder_reads_out_one_state_per_example(toy, gnn):
+  tables, batch, graph = toy
+  encoder = encoder_lib.GraphEncoder(tables, _config(**{"model.gnn": gnn}).model)
+  out = encoder_lib.readout(encoder(graph))
+  assert set(out) == {"user", "video"}
+  for states in out.values():
+    assert states.shape == (8, 32)
+    assert np.all(np.isfinite(states.numpy()))
+
+
+def test_seed_mask_marks_exactly_the_readout_sources(toy):
+  _, _, graph = toy
+  mask = encoder_lib.seed_mask(graph, "user").numpy()
+  seeds = np.unique(graph.edge_sets["_readout/user"].adjacency.source.numpy())
+  assert np.flatnonzero(mask).tolist() == seeds.tolist()
+
+
+def test_gfae_hides_masked_features_from_the_encoder(toy):
+  tables, _, graph = toy
+  config = _config().model
+  encoder = encoder_lib.GraphEncoder(tables, config)
+  gfae = GraphFeatureAutoEncoder(tables, mask_rate=0.5, seed=1)
+  masks = gfae.sample_masks(graph)
+  user_mask = masks["user"].numpy()
+  assert user_mask.any(), "the toy graph should have masked users"
+  assert not (user_mask & encoder_lib.seed_mask(graph, "user").numpy()).any()
+  # Give every masked user other ids, hence other ID embeddings and side features.
+  ids = graph.node_sets["user"]["id"].numpy()
+  changed_ids = np.where(user_mask, (ids % toy_data.TOY_SIZES["user"]) + 1, ids)
+  assert (changed_ids != ids).any()
+  changed = graph.replace_features(node_sets={"user": {"id": tf.constant(changed_ids)}})
+  before = encoder(graph, masks=masks)
+  after = encoder(changed, masks=masks)
+  for ns in ("user", "video"):
+    np.testing.assert_allclose(before.node_sets[ns][tfgnn.HIDDEN_STATE].numpy(),
+                               after.node_sets[ns][tfgnn.HIDDEN_STATE].numpy(), atol=1e-6)
+  # Without masks the same change is visible.
+  assert not np.allclose(encoder(graph).node_sets["user"][tfgnn.HIDDEN_STATE].numpy(),
+                         encoder(changed).node_sets["user"][tfgnn.HIDDEN_STATE].numpy())
+
+
+@pytest.mark.parametrize("loss", ["sce", "mse"])
+def test_gfae_loss_decreases_on_a_toy_graph(toy, loss):
+  tables, _, graph = toy
+  encoder = encoder_lib.GraphEncoder(tables, _config().model)
+  gfae = GraphFeatureAutoEncoder(tables, mask_rate=0.5, loss=loss, seed=0)
+  optimizer = tf.keras.optimizers.Adam(1e-2)
+  masks = gfae.sample_masks(graph)  # fixed masks: a deterministic objective
+
+  @tf.function
+  def step():
+    with tf.GradientTape() as tape:
+      value = gfae(encoder(graph, masks=masks, training=True), masks)
+    variables = encoder.trainable_variables + gfae.trainable_variables
+    grads = tape.gradient(value, variables)
+    optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
+    return value
+
+  losses = [float(step()) for _ in range(60)]
+  assert losses[0] > 0
+  assert np.mean(losses[-5:]) < 0.7 * losses[0]
+
+
+def _model(mode, tables, **overrides):
+  model = E2EGRec(tables, _config(**{"model.mode": mode, **overrides}))
+  model.compile(optimizer=tf.keras.optimizers.Adam(1e-2))
+  return model
+
+
+def test_e2e_every_ranking_loss_reaches_the_gnn(toy):
+  tables, batch, graph = toy
+  model = _model("e2e", tables)
+  inputs = dict(batch, graph=graph)
+  with tf.GradientTape(persistent=True) as tape:
+    losses = model.compute_losses(inputs, training=True)
+  gnn_variables = model.encoder.trainable_variables
+  assert gnn_variables
+  for task in model.task_names + ("gfae",):
+    grads = [g for g in tape.gradient(losses[task], gnn_variables) if g is not None]
+    assert grads, f"no gradient path from {task} to the GNN"
+    assert float(tf.linalg.global_norm(grads)) > 0, f"zero GNN gradient from {task}"
+
+
+def test_two_stage_never_updates_the_gnn(toy):
+  tables, batch, graph = toy
+  model = _model("two_stage", tables)
+  model(dict(batch, graph=graph))
+  assert model.encoder.weights and not model.encoder.trainable_variables
+  before = [w.numpy().copy() for w in model.encoder.weights]
+  precomputed = dict(batch, user_gnn=tf.random.normal([8, 32]),
+                     video_gnn=tf.random.normal([8, 32]))
+  for inputs in (precomputed, dict(batch, graph=graph)):
+    with tf.GradientTape() as tape:
+      losses = model.compute_losses(inputs, training=True)
+    grads = tape.gradient(list(losses.values()), model.encoder.weights)
+    assert all(g is None for g in grads)
+  for inputs in (precomputed, dict(batch, graph=graph)):
+    model.train_step(inputs)
+  for old, new in zip(before, model.encoder.weights):
+    np.testing.assert_array_equal(old, new.numpy())
+
+
+@pytest.mark.parametrize("mode", ["e2e", "no_graph"])
+def test_call_returns_probabilities_and_stay(toy, mode):
+  tables, batch, graph = toy
+  model = _model(mode, tables, **{"model.bottom": "mmoe"})
+  out = model(dict(batch, graph=graph))
+  assert set(out) == {"click", "long_view", "like", "skip", "stay"}
+  for task in ("click", "long_view", "like", "skip"):
+    values = out[task].numpy()
+    assert values.shape == (8,) and np.all((values > 0) & (values < 1))
+  assert out["stay"].shape == (8,)
+
+
+def test_graph_modes_need_a_graph(toy):
+  tables, batch, _ = toy
+  with pytest.raises(ValueError, match="needs input 'graph'"):
+    _model("e2e", tables)(batch)

@@ -1,0 +1,142 @@
+"""The TFX pipeline end to end on tiny synthetic data: push, cache, bad input.
+
+One module-scoped pipeline root serves the first run and the cached rerun;
+each bad-input case gets its own root so nothing is cached across cases.
+"""
+import glob
+import io
+import json
+import os
+
+import e2e_grec  # noqa: F401  (legacy Keras before TensorFlow)
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from e2e_grec import config as config_lib
+from e2e_grec.components.evaluator import executor as evaluator_executor
+from e2e_grec.datasets import synthetic
+from e2e_grec.pipeline import default_config
+from e2e_grec.pipeline import run as run_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = [
+    "synthetic.impressions=3000", "synthetic.users=300", "synthetic.videos=200",
+    "synthetic.authors=50", "synthetic.musics=40",
+    "train.epochs=1", "train.batch_size=512", "train.max_train_steps=3",
+    "sampling.fanouts=[4, 2]",
+    "model.gnn_hidden_dim=8", "model.gnn_layers=1", "model.embedding_dim=8",
+    "model.bottom_units=[16]", "model.tower_units=[8]", "model.cross_layers=1",
+]
+UPSTREAM = ("ExampleGen", "ImportSchemaGen", "StatisticsGen", "ExampleValidator",
+            "AnomaliesGate", "GraphBuilder", "BaselineTrainer", "Trainer")
+
+
+def tiny_config(root, *overrides: str) -> config_lib.Config:
+  return config_lib.load(None, TINY + [f"pipeline.root={root}/pipeline",
+                                       f"pipeline.serving_dir={root}/serving", *overrides])
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+  """The same config run twice; a negative margin makes a tiny model blessable."""
+  root = tmp_path_factory.mktemp("pipeline")
+  config = tiny_config(root, "eval.blessing_margin=-1.0")
+  first_out, second_out = io.StringIO(), io.StringIO()
+  first = run_lib.run(config, out=first_out)
+  second = run_lib.run(config, out=second_out)
+  return config, first, first_out.getvalue(), second, second_out.getvalue()
+
+
+def test_default_config_file_is_generated_from_config_defaults():
+  with open(os.path.join(REPO, "configs", "default.yaml")) as f:
+    text = f.read()
+  assert text == default_config.render(config_lib.Config()), (
+      "configs/default.yaml is stale: python -m e2e_grec.pipeline.default_config "
+      "> configs/default.yaml")
+  assert config_lib.load(os.path.join(REPO, "configs", "default.yaml")) == config_lib.Config()
+
+
+def test_first_run_pushes_a_blessed_savedmodel(two_runs):
+  config, first, progress, _, _ = two_runs
+  assert {n.node_id: n.status for n in first.nodes} == {
+      **{node: "ran" for node in UPSTREAM + ("Evaluator", "Pusher")},
+      "LatestBlessedModelResolver": "resolved"}
+  for node in UPSTREAM + ("Evaluator", "Pusher"):
+    assert f"{node}" in progress and first.executions[node].state == "ran"
+
+  evaluation = first.executions["Evaluator"].uri("evaluation")
+  with open(os.path.join(evaluation, evaluator_executor.METRICS_FILE)) as f:
+    report = json.load(f)
+  candidate, baseline = report["models"][:2]
+  assert (candidate["mode"], baseline["mode"]) == ("e2e", "no_graph")
+  # The decision follows the metrics: margin -1 means any GAUC beats the baseline.
+  assert report["blessed"] is (candidate["metrics"]["mean_gauc"]
+                               > baseline["metrics"]["mean_gauc"] - 1.0) is True
+  blessing = first.executions["Evaluator"].outputs["blessing"][0]
+  assert blessing.custom_properties["blessed"].int_value == 1
+  assert os.path.exists(os.path.join(first.executions["Evaluator"].uri("blessing"), "BLESSED"))
+
+  pushed = first.executions["Pusher"].outputs["pushed_model"][0].custom_properties
+  destination = pushed["pushed_destination"].string_value
+  assert pushed["pushed"].int_value == 1
+  assert os.path.dirname(destination) == os.path.join(config.pipeline.serving_dir,
+                                                      config.serving.model_name)
+  assert os.path.basename(destination).isdigit()  # a TF Serving version directory
+  loaded = tf.saved_model.load(destination)
+  assert {"serving_default", "rank"} <= set(loaded.signatures)
+
+  assert config_lib.load(os.path.join(first.root, run_lib.CONFIG_FILE)) == config
+
+  text = run_lib.summary(first)
+  assert "mean_gauc" in text and "BLESSED" in text and destination in text
+  assert "tensorboard --logdir_spec=" in text
+
+
+def test_rerun_uses_the_cache_and_pushes_nothing_new(two_runs):
+  config, first, _, second, progress = two_runs
+  for node in UPSTREAM:
+    assert second.executions[node].state == "cached", node
+    assert second.executions[node].outputs == first.executions[node].outputs
+  assert "cached in" in progress
+  # The last blessed model is now the candidate itself: evaluated again, not re-pushed.
+  assert second.executions["Evaluator"].state == "ran"
+  blessing = second.executions["Evaluator"].outputs["blessing"][0]
+  assert blessing.custom_properties["blessed"].int_value == 0
+  assert "already the last blessed" in blessing.custom_properties[
+      "blessing_message"].string_value
+  versions = os.listdir(os.path.join(config.pipeline.serving_dir, config.serving.model_name))
+  assert len(versions) == 1
+
+
+def _broken_logs(tmp_path, column: str, values) -> str:
+  """Tiny synthetic logs whose `column` of the impression log is replaced."""
+  data_dir = str(tmp_path / "logs")
+  synthetic.generate(tiny_config(tmp_path).synthetic, data_dir)
+  (log_file,) = glob.glob(os.path.join(data_dir, "log_standard_*.csv"))
+  log = pd.read_csv(log_file, dtype=str, keep_default_na=False)
+  log[column] = values(log[column])
+  log.to_csv(log_file, index=False)
+  return data_dir
+
+
+@pytest.mark.parametrize("column, values, node, expected", [
+    # Unparseable everywhere: prepare's row validation quarantines every row.
+    ("is_click", lambda c: "yes", "ExampleGen", "is_click"),
+    # Well-formed integers outside the schema's domain: ExampleValidator's anomaly.
+    ("tab", lambda c: (-1 - c.astype(int)).astype(str), "AnomaliesGate", "'tab'"),
+])
+def test_broken_column_stops_the_run_at_validation(tmp_path, column, values, node, expected):
+  data_dir = _broken_logs(tmp_path, column, values)
+  config = tiny_config(tmp_path, f"data.data_dir={data_dir}")
+  out = io.StringIO()
+  with pytest.raises(run_lib.PipelineFailed) as failure:
+    run_lib.run(config, out=out)
+  assert failure.value.node_id == node
+  assert expected in str(failure.value)
+  assert "✗ [" in out.getvalue() and node in out.getvalue()
+  assert not os.path.exists(config.pipeline.serving_dir)
+  executions = run_lib.latest_executions(
+      os.path.join(config.pipeline.root, run_lib.METADATA_FILE), config.pipeline.name,
+      ["GraphBuilder", "Trainer"])
+  assert executions == {}  # nothing past validation ran
