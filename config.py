@@ -135,8 +135,7 @@ class TrainConfig:
   # two_stage: epochs of GNN pretraining (GFAE + link prediction).
   pretrain_epochs: int = 1
   seed: int = 0
-  steps_per_execution: int = 1
-  # 0 = whole split.
+  # Stop after this many training steps in total (0 = every epoch in full).
   max_train_steps: int = 0
   # TensorBoard / train_log.jsonl every N steps; a checkpoint every M steps
   # (and after every epoch), so a killed run resumes close to where it died.

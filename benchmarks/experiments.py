@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                       default=list(EXPERIMENTS))
   parser.add_argument("--set", action="append", default=[],
                       help="Extra config override for every run.")
+  parser.add_argument("--results", default=RESULTS_DIR, help="Where the tables go.")
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
   os.makedirs(os.path.join(args.work, "runs"), exist_ok=True)
@@ -134,20 +135,20 @@ def main(argv: list[str] | None = None) -> int:
       parser.error("no --data given and the shared KuaiRand copy is not present")
     examples, graph = prepare_inputs(data, args.work)
   results: dict[str, list[dict]] = {name: [] for name in args.only}
-  os.makedirs(RESULTS_DIR, exist_ok=True)
+  os.makedirs(args.results, exist_ok=True)
   for seed in args.seeds:
     for name in args.only:
       metrics = run_one(name, seed, examples, graph, args.work, args.set)
       if metrics is not None:
         results[name].append(metrics)
       summary = summarise(results)
-      with open(os.path.join(RESULTS_DIR, "experiments.json"), "w") as f:
+      with open(os.path.join(args.results, "experiments.json"), "w") as f:
         json.dump({"base_overrides": list(BASE), "experiments":
                    {k: list(v) for k, v in EXPERIMENTS.items()}, "seeds": args.seeds,
                    "summary": summary,
                    "runs": {k: [{m: r[m] for m in r if m != "history"} for r in v]
                             for k, v in results.items()}}, f, indent=2)
-      with open(os.path.join(RESULTS_DIR, "experiments.md"), "w") as f:
+      with open(os.path.join(args.results, "experiments.md"), "w") as f:
         f.write(markdown(summary))
   print(markdown(summarise(results)))
   return 0

@@ -34,6 +34,7 @@ through from `graph.beam_args` and the command line.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import os
@@ -62,6 +63,8 @@ SCHEMA_FILE = "graph_schema.pbtxt"
 NODE_TABLES_FILE = "node_tables.npz"
 TRAIN_SPLIT_GLOB = os.path.join("Split-train", "*.gz")
 STATS_FILE = "_build_stats.jsonl"
+# Temporary columnar copy of every table, for the sampling index.
+COLUMNS_DIR = "_columns"
 
 BEHAVIOURS = ("impression", "click", "long_view", "like")
 HISTORY = "history"
@@ -345,7 +348,12 @@ class _NodeTable(_WithNodeTables):
 
 
 class _WriteTable(beam.DoFn):
-  """(file, table chunks) -> one TFRecord file of tf.Examples, replaced atomically."""
+  """(file, table chunks) -> one TFRecord file of tf.Examples, replaced atomically.
+
+  Each chunk is also saved as columns under `_columns/<file>/<i>.npz` (names
+  are deterministic, so a retried bundle overwrites them), from which the
+  driver builds the sampling index without parsing the records again.
+  """
 
   def __init__(self, out_dir: str):
     self._out_dir = out_dir
@@ -353,10 +361,16 @@ class _WriteTable(beam.DoFn):
   def process(self, element: tuple[str, Iterable[Columns]]):
     relative_path, chunks = element
     path = os.path.join(self._out_dir, relative_path)
+    columns_dir = os.path.join(self._out_dir, COLUMNS_DIR, relative_path)
     temporary = f"{path}.tmp-{uuid.uuid4().hex}"
     tf.io.gfile.makedirs(os.path.dirname(path))
+    tf.io.gfile.makedirs(columns_dir)
     with tf.io.TFRecordWriter(temporary) as writer:
-      for chunk in chunks:
+      for i, chunk in enumerate(chunks):
+        buffer = io.BytesIO()
+        np.savez(buffer, **chunk)
+        with tf.io.gfile.GFile(os.path.join(columns_dir, f"{i:06d}.npz"), "wb") as f:
+          f.write(buffer.getvalue())
         for record in serialize_table(chunk):
           writer.write(record)
     tf.io.gfile.rename(temporary, path, overwrite=True)
@@ -389,21 +403,30 @@ def serialize_table(table: Columns) -> Iterator[bytes]:
 
   `#`-columns (ids) become decimal bytes; other columns int64 or float
   features, one value per row or, for 2-D columns, a fixed-size vector.
+  One Example is reused and its values overwritten in place (about 2x faster
+  than building an Example per row).
   """
   example = tf.train.Example()
-  setters = []
+  values_of, rows_of, scalar = [], [], []
   for name, values in table.items():
     feature = example.features.feature[name]
     if name.startswith("#"):
-      target, rows, scalar = feature.bytes_list, [b"%d" % v for v in values.tolist()], True
+      target, rows = feature.bytes_list.value, [b"%d" % v for v in values.tolist()]
     elif values.dtype.kind == "f":
-      target, rows, scalar = feature.float_list, values.tolist(), values.ndim == 1
+      target, rows = feature.float_list.value, values.tolist()
     else:
-      target, rows, scalar = feature.int64_list, values.tolist(), values.ndim == 1
-    setters.append((target, rows, scalar))
-  for row in range(_length(table)):
-    for target, rows, scalar in setters:
-      target.value[:] = [rows[row]] if scalar else rows[row]
+      target, rows = feature.int64_list.value, values.tolist()
+    if values.ndim == 1:
+      target.append(rows[0] if rows else 0)
+    values_of.append(target)
+    rows_of.append(rows)
+    scalar.append(values.ndim == 1)
+  for row in zip(*rows_of):
+    for target, value, is_scalar in zip(values_of, row, scalar):
+      if is_scalar:
+        target[0] = value
+      else:
+        target[:] = value
     yield example.SerializeToString()
 
 
@@ -564,31 +587,18 @@ def _output_schema(arrays: Mapping[str, np.ndarray], node_sets: Sequence[str],
   return schema
 
 
-def _read_edges(path: str, source_set: str, target_set: str,
-                with_tab: bool) -> index_lib.EdgeArrays:
-  """An edge file written by the pipeline -> NumPy arrays (vectorised parsing)."""
-  spec = {unigraph.SOURCE_ID: tf.io.FixedLenFeature([], tf.string),
-          unigraph.TARGET_ID: tf.io.FixedLenFeature([], tf.string),
-          "day": tf.io.FixedLenFeature([], tf.int64)}
-  if with_tab:
-    spec["tab"] = tf.io.FixedLenFeature([], tf.int64)
-
-  def parse(serialized):
-    parsed = tf.io.parse_example(serialized, spec)
-    for end in (unigraph.SOURCE_ID, unigraph.TARGET_ID):
-      parsed[end] = tf.strings.to_number(parsed[end], tf.int64)
-    return parsed
-
-  dataset = (tf.data.TFRecordDataset(path).batch(_PARSE_BATCH)
-             .map(parse, num_parallel_calls=tf.data.AUTOTUNE))
-  columns = {name: [np.zeros([0], np.int64)] for name in spec}
-  for batch in dataset.as_numpy_iterator():
-    for name in spec:
-      columns[name].append(batch[name])
-  arrays = {name: np.concatenate(parts) for name, parts in columns.items()}
-  return index_lib.EdgeArrays(source_set, target_set, arrays[unigraph.SOURCE_ID],
-                              arrays[unigraph.TARGET_ID],
-                              arrays["day"], arrays.get("tab"))
+def _read_columns(out_dir: str, edge_set: str, source_set: str, target_set: str
+                  ) -> index_lib.EdgeArrays:
+  """The columns of an edge file saved beside it by `_WriteTable`."""
+  pattern = os.path.join(out_dir, COLUMNS_DIR, edge_path(edge_set), "*.npz")
+  chunks = []
+  for path in sorted(tf.io.gfile.glob(pattern)):
+    with tf.io.gfile.GFile(path, "rb") as f, np.load(io.BytesIO(f.read())) as data:
+      chunks.append({name: data[name] for name in data.files})
+  columns = _concat(chunks)
+  return index_lib.EdgeArrays(source_set, target_set, columns[unigraph.SOURCE_ID],
+                              columns[unigraph.TARGET_ID], columns["day"],
+                              columns.get("tab"))
 
 
 def build_graph(config: Config, examples_dir: str, data_dir: str | None, out_dir: str,
@@ -622,31 +632,34 @@ def build_graph(config: Config, examples_dir: str, data_dir: str | None, out_dir
   history_dir = _history_dir(data_dir) if graph_config.include_history else None
   all_beam_args = tuple(graph_config.beam_args) + tuple(beam_args)
 
-  for sub in ("nodes", "edges"):
+  for sub in ("nodes", "edges", COLUMNS_DIR):
     shutil.rmtree(os.path.join(out_dir, sub), ignore_errors=True)
   os.makedirs(out_dir, exist_ok=True)
   logging.info("graph build: %d example file(s), edge sets %s, Beam args %s",
                len(files), edge_sets, list(all_beam_args))
+  phases = {}
   _run_pipeline(graph_config, files, tables_path, node_sets, links, edge_sets, history_dir,
                 out_dir, all_beam_args)
-
+  phases["beam"] = time.time() - start
   stats_path = os.path.join(out_dir, STATS_FILE)
   with open(stats_path) as f:
     stats = dict(json.loads(line) for line in f)
   os.remove(stats_path)
+
+  logging.info("graph build: building the sampling index")
   template = tfgnn.read_schema(TEMPLATE_SCHEMA)
-  logging.info("graph build: reading the edges back into the sampling index")
-  edges = {name: _read_edges(os.path.join(out_dir, edge_path(name)),
-                             template.edge_sets[name].source,
-                             template.edge_sets[name].target,
-                             "tab" in EDGE_FEATURES[name])
+  edges = {name: _read_columns(out_dir, name, template.edge_sets[name].source,
+                               template.edge_sets[name].target)
            for name in edge_sets}
+  tf.io.gfile.rmtree(os.path.join(out_dir, COLUMNS_DIR))
   sizes = {ns: len(arrays[f"{ns}/ids"]) + 1 for ns in node_sets}
   index = index_lib.SamplingIndex.from_edges(edges, sizes, symmetric=SYMMETRIC)
   index.save(out_dir)
+  phases["index"] = time.time() - start - phases["beam"]
+
   schema = _output_schema(arrays, node_sets, edge_sets, index)
   tfgnn.write_schema(schema, os.path.join(out_dir, SCHEMA_FILE))
-
+  manifest_lib.plot_degrees(index, os.path.join(out_dir, manifest_lib.PLOT_FILE))
   dropped: dict[str, dict[str, int]] = {}
   for key, count in stats.items():
     if key.startswith("dropped/"):
@@ -654,11 +667,11 @@ def build_graph(config: Config, examples_dir: str, data_dir: str | None, out_dir
       dropped.setdefault(name, {})[reason] = count
   inputs = {key.split("/", 1)[1]: count for key, count in stats.items()
             if key.startswith("input/")}
+  phases["outputs"] = time.time() - start - phases["beam"] - phases["index"]
   manifest = manifest_lib.summarize(
       index, graph_dir=os.path.abspath(out_dir), dropped=dropped, inputs=inputs,
-      build_seconds=time.time() - start, beam_args=all_beam_args)
+      build_seconds=time.time() - start, phase_seconds=phases, beam_args=all_beam_args)
   manifest.save(out_dir)
-  manifest_lib.plot_degrees(index, os.path.join(out_dir, manifest_lib.PLOT_FILE))
   logging.info("graph build: %s nodes, %s edges (incl. reverse sets), %s dropped, "
                "%.1f s -> %s", f"{sum(sizes.values()):,}", f"{manifest.num_edges:,}",
                f"{manifest.num_dropped:,}", manifest.build_seconds, out_dir)

@@ -72,6 +72,9 @@ class GraphManifest:
   # Input counts, e.g. `examples`, `history_users`, `history_rows_quarantined`.
   inputs: Mapping[str, int]
   build_seconds: float
+  # Wall time of the phases: `beam` (the pipeline), `index` (reading the
+  # edges back into the sampling index), `outputs` (schema, manifest, plot).
+  phase_seconds: Mapping[str, float]
   beam_args: tuple[str, ...]
 
   @property
@@ -103,7 +106,8 @@ class GraphManifest:
         edge_sets={name: EdgeSetStats(**{**s, "degree": DegreeStats(**s["degree"])})
                    for name, s in raw["edge_sets"].items()},
         dropped=raw["dropped"], inputs=raw["inputs"],
-        build_seconds=raw["build_seconds"], beam_args=tuple(raw["beam_args"]))
+        build_seconds=raw["build_seconds"], phase_seconds=raw["phase_seconds"],
+        beam_args=tuple(raw["beam_args"]))
 
 
 def node_degrees(index: SamplingIndex) -> dict[str, np.ndarray]:
@@ -117,7 +121,8 @@ def node_degrees(index: SamplingIndex) -> dict[str, np.ndarray]:
 
 def summarize(index: SamplingIndex, *, graph_dir: str,
               dropped: Mapping[str, Mapping[str, int]], inputs: Mapping[str, int],
-              build_seconds: float, beam_args: tuple[str, ...]) -> GraphManifest:
+              build_seconds: float, phase_seconds: Mapping[str, float],
+              beam_args: tuple[str, ...]) -> GraphManifest:
   """The manifest of a graph whose edges are all in `index`."""
   degrees = node_degrees(index)
   node_sets = {ns: NodeSetStats(int(size), DegreeStats.of(degrees[ns]))
@@ -131,7 +136,8 @@ def summarize(index: SamplingIndex, *, graph_dir: str,
         DegreeStats.of(np.diff(es.row_splits)[1:]))
   return GraphManifest(graph_dir, node_sets, edge_sets,
                        {k: dict(v) for k, v in sorted(dropped.items())}, dict(inputs),
-                       round(build_seconds, 3), tuple(beam_args))
+                       round(build_seconds, 3),
+                       {k: round(v, 3) for k, v in phase_seconds.items()}, tuple(beam_args))
 
 
 def plot_degrees(index: SamplingIndex, path: str) -> str:

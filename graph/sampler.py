@@ -6,14 +6,14 @@ subgraph"). How it works:
 
 * Seeds. Each example contributes its user and its video, each with the
   example's day as *cutoff*. A subgraph node is a (node set, node index,
-  cutoff) triple; equal triples are merged across the whole batch (`tf.unique`
-  on `index * 2**20 + cutoff`), so shared users, videos and neighbours are
-  expanded once. The same node under two cutoffs stays two nodes: they may see
-  different edges.
+  cutoff) triple; equal triples are merged across the whole batch (one
+  `tf.unique` on `global node * 2**20 + cutoff`), so shared users, videos and
+  neighbours are expanded once. The same node under two cutoffs stays two
+  nodes: they may see different edges.
 * Leakage. A node with cutoff D only follows edges with `day < D`. CSR rows are
   sorted by day, so the admissible edges are a row prefix, whose end is one
-  `tf.searchsorted` of `index * 2**20 + D` over the edge set's composite keys
-  (see `sampling_index.py`). An example's own interaction (day D) and anything
+  `tf.searchsorted` of `row * 2**20 + D` over the composite edge keys (see
+  `sampling_index.py`). An example's own interaction (day D) and anything
   later are therefore never reachable, at any hop.
 * Expansion. Hop h follows every configured edge set (and its `rev_` set)
   whose source set is in the hop's frontier with fan-out `fanouts[h]` (or the
@@ -28,11 +28,16 @@ subgraph"). How it works:
   sizes), and spreads the sample over the node's history (rows are in day
   order) instead of clustering it.
 * Randomness is stateless and keyed per node: the uniforms are a counter-based
-  hash (SplitMix64) of (seed, hop, edge set, node index, cutoff, draw). So a
-  node's neighbours depend only on the seed and the node itself -- not on the
-  batch it came in or its position -- and the same request always gets the
-  same subgraph (serving relies on this); another seed gives another sample.
+  hash (SplitMix64) of (seed, hop, edge set, node, cutoff, draw). So a node's
+  neighbours depend only on the seed and the node itself -- not on the batch
+  it came in or its position -- and the same request always gets the same
+  subgraph (serving relies on this); another seed gives another sample.
   `seed=None` uses `SamplingConfig.seed`.
+* Speed. All traversed edge sets are fused into one CSR whose rows are
+  (edge set, source node) pairs, and node sets share one global numbering, so
+  a hop is a single chain of vectorised ops whatever the number of edge sets.
+  Per-op overhead, not data, dominates batched sampling (inside tf.data even
+  more so), so this keeps the graph at a few hundred ops.
 
 Everything is stock TensorFlow ops over `tf.Variable` tables (no py_function,
 no TF-GNN custom ops), so the sampler can be exported in a SavedModel.
@@ -43,6 +48,7 @@ import dataclasses
 import logging
 import zlib
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_gnn as tfgnn
 
@@ -55,7 +61,9 @@ SEED_SETS = ("user", "video")
 EDGE_FEATURE = "tab"
 NODE_FEATURE = "id"
 _RADIX = index_lib.DAY_RADIX
+_SHIFT = _RADIX.bit_length() - 1
 _INDICES = tf.int32
+_GOLDEN = 0x9E3779B97F4A7C15  # 2**64 / golden ratio, the SplitMix64 increment
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,18 +132,57 @@ class SubgraphSampler(tf.Module):
     self.node_tables = node_tables
     self.steps = plan_steps(index, config)
     self.edge_set_names = tuple(dict.fromkeys(s.edge_set for s in self.steps))
+    if not self.edge_set_names:
+      raise ValueError(f"nothing to sample: none of sampling.edge_sets {config.edge_sets} "
+                       f"leaves the seeds in the index (has {sorted(index.edge_sets)})")
     self.endpoints = {n: (index.edge_sets[n].source_set, index.edge_sets[n].target_set)
                       for n in self.edge_set_names}
-    self._row_splits, self._keys, self._targets, self._tab = {}, {}, {}, {}
-    for n in self.edge_set_names:
-      es = index.edge_sets[n]
-      var = lambda value, what: tf.Variable(value, trainable=False, name=f"{n}_{what}")
-      self._row_splits[n] = var(es.row_splits, "row_splits")
-      self._keys[n] = var(es.composite_keys(), "keys")
-      self._targets[n] = var(es.targets, "targets")
-      if es.tab is not None:
-        self._tab[n] = var(es.tab, "tab")
+    self._with_tab = tuple(n for n in self.edge_set_names
+                           if index.edge_sets[n].tab is not None)
+    # One global node numbering: node set i occupies [offset[i], offset[i+1]).
+    sizes = [index.node_set_sizes.get(ns, node_tables.sizes.get(ns, 1)) for ns in NODE_SETS]
+    self._node_offset = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    self._fuse(index)
     self._spec = None
+
+  def _fuse(self, index: index_lib.SamplingIndex) -> None:
+    """Concatenates the traversed edge sets into one CSR over (edge set, node) rows."""
+    offset = {ns: int(self._node_offset[i]) for i, ns in enumerate(NODE_SETS)}
+    starts, keys, targets, tabs, row_offset = [], [], [], [], {}
+    rows = edges = 0
+    for name in self.edge_set_names:
+      es = index.edge_sets[name]
+      row_offset[name] = rows
+      starts.append(es.row_splits[:-1] + edges)
+      keys.append(es.composite_keys() + rows * _RADIX)
+      targets.append(es.targets + offset[es.target_set])
+      tabs.append(es.tab if es.tab is not None else np.zeros(es.num_edges, np.int64))
+      rows += len(es.row_splits) - 1
+      edges += es.num_edges
+    concat = lambda parts: (np.concatenate(parts) if parts else np.zeros([0], np.int64))
+    var = lambda value, what: tf.Variable(value.astype(np.int64), trainable=False, name=what)
+    self._row_splits = var(np.concatenate(starts + [[edges]]), "row_splits")
+    self._keys = var(concat(keys), "edge_keys")
+    self._targets = var(concat(targets), "edge_targets")
+    self._tab = var(concat(tabs), "edge_tab")
+    # Per step: global row of a global source node, fan-out, edge set id.
+    self._step_row = np.array([row_offset[s.edge_set] - offset[s.source_set]
+                               for s in self.steps], np.int64)
+    self._step_fanout = np.array([s.fanout for s in self.steps], np.int64)
+    self._step_stream = np.array([s.stream for s in self.steps], np.uint64)
+    self._step_edge_set = np.array([self.edge_set_names.index(s.edge_set)
+                                    for s in self.steps], np.int32)
+    # Per hop: the steps leaving each node set, as a [node sets, max steps] table.
+    self._hops = []
+    for hop in range(len(self.config.fanouts)):
+      by_set = [[i for i, s in enumerate(self.steps) if s.hop == hop and s.source_set == ns]
+                for ns in NODE_SETS]
+      width = max(1, max(len(b) for b in by_set))
+      table = np.zeros([len(NODE_SETS), width], np.int64)
+      for i, b in enumerate(by_set):
+        table[i, :len(b)] = b
+      self._hops.append((np.array([len(b) for b in by_set], np.int64), table.reshape(-1),
+                         width))
 
   def graph_tensor_spec(self) -> tfgnn.GraphTensorSpec:
     """The (batch-size independent) spec of every GraphTensor this returns."""
@@ -154,122 +201,127 @@ class SubgraphSampler(tf.Module):
     video_id = tf.reshape(tf.cast(video_id, tf.int64), [-1])
     cutoff = tf.clip_by_value(tf.reshape(tf.cast(day, tf.int64), [-1]), 0, _RADIX - 1)
     seed = tf.cast(self.config.seed if seed is None else seed, tf.int64)
-    num_examples = tf.shape(user_id, out_type=tf.int64)[0]
+    num_examples = tf.size(user_id, out_type=tf.int64)
+    offset = {ns: int(self._node_offset[i]) for i, ns in enumerate(NODE_SETS)}
+    seed_keys = [(self.node_tables.lookup(ns, raw) + offset[ns]) * _RADIX + cutoff
+                 for ns, raw in (("user", user_id), ("video", video_id))]
+    # Composite keys (global node * RADIX + cutoff) of all subgraph nodes so far.
+    keys, where = tf.unique(tf.concat(seed_keys, 0), out_idx=tf.int64)
+    readout = dict(zip(SEED_SETS, tf.split(where, 2)))
+    frontier = tf.range(tf.size(keys, out_type=tf.int64))
+    # Mixed once per call: the random stream of each step under this seed.
+    streams = _mix(tf.bitcast(seed, tf.uint64) + tf.constant(self._step_stream))
 
-    # Per node set: composite keys (index * RADIX + cutoff) of all nodes so far.
-    keys = {ns: tf.zeros([0], tf.int64) for ns in NODE_SETS}
-    readout, frontier = {}, {}
-    for ns, raw in (("user", user_id), ("video", video_id)):
-      keys[ns], readout[ns] = tf.unique(self.node_tables.lookup(ns, raw) * _RADIX + cutoff)
-      frontier[ns] = (tf.range(tf.size(keys[ns])), keys[ns])
-
-    edges = {n: [] for n in self.edge_set_names}
+    edges = []  # per hop: (step, source position, target position, tab)
     for hop in range(len(self.config.fanouts)):
-      steps = [s for s in self.steps if s.hop == hop]
-      sampled = {}  # step -> (source position, target keys, tab or None)
-      for step in steps:
-        positions, node_keys = frontier[step.source_set]
-        sampled[step] = self._sample(step, positions, node_keys, seed)
-      frontier = {}
-      for ns in dict.fromkeys(s.target_set for s in steps):
-        ns_steps = [s for s in steps if s.target_set == ns]
-        candidates = [sampled[s][1] for s in ns_steps]
-        known = tf.size(keys[ns])
-        keys[ns], where = tf.unique(tf.concat([keys[ns]] + candidates, 0))
-        where = where[known:]
-        split = tf.split(where, [tf.size(c) for c in candidates]) if len(candidates) > 1 \
-            else [where]
-        for s, target_position in zip(ns_steps, split):
-          source_position, _, tab = sampled[s]
-          edges[s.edge_set].append((source_position, target_position, tab))
-        frontier[ns] = (tf.range(known, tf.size(keys[ns])), keys[ns][known:])
-
+      step, source, target_keys, tab = self._expand(hop, frontier, keys, streams)
+      known = tf.size(keys, out_type=tf.int64)
+      keys, where = tf.unique(tf.concat([keys, target_keys], 0), out_idx=tf.int64)
+      edges.append((step, source, where[known:], tab))
+      frontier = tf.range(known, tf.size(keys, out_type=tf.int64))
     return self._graph_tensor(keys, edges, readout, num_examples)
 
-  def _sample(self, step: Step, positions: tf.Tensor, node_keys: tf.Tensor,
-              seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor | None]:
-    """Up to `fanout` admissible neighbours of each frontier node, without replacement.
+  def _expand(self, hop: int, frontier: tf.Tensor, keys: tf.Tensor, streams: tf.Tensor):
+    """Samples the hop's edges of every frontier node in one vectorised pass.
 
-    Returns, per sampled edge, the source's position in its node set, the
-    target's composite key (neighbour index, inherited cutoff) and `tab`.
+    Returns, per sampled edge: its step, the source's position in `keys`, the
+    target's composite key (global neighbour, inherited cutoff) and `tab`.
     """
-    name, k = step.edge_set, step.fanout
-    node = _node_of(node_keys)
-    row_splits = self._row_splits[name]
-    start = tf.gather(row_splits, node)
-    stop = tf.gather(row_splits, node + 1)
-    # First edge of the row with day >= cutoff: the admissible prefix ends there.
-    end = tf.searchsorted(self._keys[name], node_keys, side="left", out_type=tf.int64)
-    # The OOV bucket (index 0) is an isolated node, whatever the index holds.
-    degree = tf.where(node > 0, tf.clip_by_value(end, start, stop) - start, 0)
-    take = tf.minimum(degree, k)
+    counts, table, width = self._hops[hop]
+    node_keys = tf.gather(keys, frontier)
+    node = tf.bitwise.right_shift(node_keys, _SHIFT)
+    node_set = _set_of(node, self._node_offset)
+    # (frontier node, step) pairs: every edge set this hop follows from its set.
+    parent, j = _ragged_range(tf.gather(tf.constant(counts), node_set))
+    step = tf.gather(tf.constant(table), tf.gather(node_set, parent) * width + j)
+    node = tf.gather(node, parent)
+    pair_keys = tf.gather(node_keys, parent)
+    row = tf.gather(tf.constant(self._step_row), step) + node
+    k = tf.gather(tf.constant(self._step_fanout), step)
 
-    # Ragged [frontier, take] as flat (row, draw) pairs; cheaper than tf.repeat.
-    splits = tf.concat([tf.zeros([1], tf.int64), tf.cumsum(take)], 0)
-    flat = tf.range(splits[-1])
-    row = tf.searchsorted(splits, flat, side="right", out_type=tf.int64) - 1
-    draw = flat - tf.gather(splits, row)
+    start = tf.gather(self._row_splits, row)
+    stop = tf.gather(self._row_splits, row + 1)
+    # First edge of the row with day >= cutoff: the admissible prefix ends there.
+    row_cutoff = row * _RADIX + tf.bitwise.bitwise_and(pair_keys, _RADIX - 1)
+    end = tf.searchsorted(self._keys, row_cutoff, side="left", out_type=tf.int64)
+    # The OOV bucket (local index 0) is an isolated node, whatever the index holds.
+    is_oov = tf.equal(node, tf.gather(tf.constant(self._node_offset), tf.gather(node_set, parent)))
+    degree = tf.where(is_oov, tf.zeros_like(start), tf.clip_by_value(end, start, stop) - start)
+
     # Keyed by (seed, step, node, cutoff) only: independent of the batch.
-    stream = _mix(tf.bitcast(seed, tf.uint64) + tf.constant(step.stream, tf.uint64))
-    row_hash = _mix(tf.bitwise.bitwise_xor(stream, tf.bitcast(node_keys, tf.uint64)))
-    d = tf.gather(degree, row)
-    rotation = tf.gather(_floor_times(_unit(_mix(row_hash)), degree), row)
+    pair_hash = _mix(tf.bitwise.bitwise_xor(tf.gather(streams, step),
+                                            tf.bitcast(pair_keys, tf.uint64)))
+    rotation = _floor_times(_unit(_mix(pair_hash)), degree)
+    pick, draw = _ragged_range(tf.minimum(degree, k))
+    d, k = tf.gather(degree, pick), tf.gather(k, pick)
     # Stratum j of the rotated prefix is [floor(j*d/k), floor((j+1)*d/k)); float64
     # is exact here and, unlike int64 division, fast.
-    width = tf.cast(d, tf.float64) / k
-    bound = lambda j: tf.cast(tf.floor(tf.cast(j, tf.float64) * width), tf.int64)
+    width_f = tf.cast(d, tf.float64) / tf.cast(k, tf.float64)
+    bound = lambda i: tf.cast(tf.floor(tf.cast(i, tf.float64) * width_f), tf.int64)
     stratum_start = bound(draw)
-    draw_hash = _mix(tf.gather(row_hash, row) + tf.bitcast(draw + 1, tf.uint64) *
+    draw_hash = _mix(tf.gather(pair_hash, pick) + tf.bitcast(draw + 1, tf.uint64) *
                      tf.constant(_GOLDEN, tf.uint64))
-    offset = rotation + stratum_start + _floor_times(_unit(draw_hash),
-                                                     bound(draw + 1) - stratum_start)
+    offset = tf.gather(rotation, pick) + stratum_start + _floor_times(
+        _unit(draw_hash), bound(draw + 1) - stratum_start)
     offset = tf.where(offset >= d, offset - d, offset)  # undo the rotation: < 2d
-    offset = tf.where(d > k, offset, draw)
-    edge = tf.gather(start, row) + offset
+    edge = tf.gather(start, pick) + tf.where(d > k, offset, draw)
 
-    target = tf.gather(self._targets[name], edge)
-    target_keys = target * _RADIX + _cutoff_of(tf.gather(node_keys, row))
-    tab = tf.gather(self._tab[name], edge) if name in self._tab else None
-    return tf.gather(positions, row), target_keys, tab
+    target_keys = (tf.gather(self._targets, edge) * _RADIX +
+                   tf.bitwise.bitwise_and(tf.gather(pair_keys, pick), _RADIX - 1))
+    source = tf.gather(frontier, tf.gather(parent, pick))
+    return tf.gather(step, pick), source, target_keys, tf.gather(self._tab, edge)
 
   def _graph_tensor(self, keys, edges, readout, num_examples) -> tfgnn.GraphTensor:
+    node = tf.bitwise.right_shift(keys, _SHIFT)
+    node_set = _set_of(node, self._node_offset)
+    # Position of each node within its own node set (keys are in first-seen order).
+    one_hot = tf.one_hot(node_set, len(NODE_SETS), dtype=tf.int64)
+    position = tf.reduce_sum((tf.cumsum(one_hot, axis=0) - 1) * one_hot, axis=1)
+    partition = tf.cast(node_set, tf.int32)
+    local = node - tf.gather(tf.constant(self._node_offset), node_set)
+    node_ids = tf.dynamic_partition(local, partition, len(NODE_SETS))
     node_sets = {
         ns: tfgnn.NodeSet.from_fields(
-            sizes=tf.reshape(tf.size(keys[ns], out_type=_INDICES), [1]),
-            features={NODE_FEATURE: _items(_node_of(keys[ns]))})
-        for ns in NODE_SETS}
+            sizes=tf.reshape(tf.size(ids, out_type=_INDICES), [1]),
+            features={NODE_FEATURE: _items(ids)})
+        for ns, ids in zip(NODE_SETS, node_ids)}
     node_sets[READOUT] = tfgnn.NodeSet.from_fields(
         sizes=tf.reshape(tf.cast(num_examples, _INDICES), [1]), features={})
+
+    step, source, target, tab = (tf.concat(list(part), 0) for part in zip(*edges))
+    edge_set = tf.gather(tf.constant(self._step_edge_set), step)
+    indices = lambda pos: tf.cast(tf.gather(position, pos), _INDICES)
+    split = lambda values: tf.dynamic_partition(values, edge_set, len(self.edge_set_names))
+    sources, targets, tabs = split(indices(source)), split(indices(target)), split(tab)
     edge_sets = {}
-    for name, parts in edges.items():
+    for i, name in enumerate(self.edge_set_names):
       source_set, target_set = self.endpoints[name]
-      source = tf.concat([p[0] for p in parts], 0)
-      target = tf.concat([p[1] for p in parts], 0)
-      features = {}
-      if name in self._tab:
-        features[EDGE_FEATURE] = _items(tf.concat([p[2] for p in parts], 0))
       edge_sets[name] = tfgnn.EdgeSet.from_fields(
-          sizes=tf.reshape(tf.size(source, out_type=_INDICES), [1]),
-          adjacency=tfgnn.Adjacency.from_indices(
-              (source_set, _items(tf.cast(source, _INDICES))),
-              (target_set, _items(tf.cast(target, _INDICES)))),
-          features=features)
+          sizes=tf.reshape(tf.size(sources[i], out_type=_INDICES), [1]),
+          adjacency=tfgnn.Adjacency.from_indices((source_set, _items(sources[i])),
+                                                 (target_set, _items(targets[i]))),
+          features={EDGE_FEATURE: _items(tabs[i])} if name in self._with_tab else {})
     readout_index = _items(tf.range(tf.cast(num_examples, _INDICES)))
     for ns in SEED_SETS:
       edge_sets[f"{READOUT}/{ns}"] = tfgnn.EdgeSet.from_fields(
           sizes=tf.reshape(tf.cast(num_examples, _INDICES), [1]),
           adjacency=tfgnn.Adjacency.from_indices(
-              (ns, _items(tf.cast(readout[ns], _INDICES))), (READOUT, readout_index)))
+              (ns, _items(indices(readout[ns]))), (READOUT, readout_index)))
     return tfgnn.GraphTensor.from_pieces(node_sets=node_sets, edge_sets=edge_sets)
 
 
-def _node_of(keys: tf.Tensor) -> tf.Tensor:
-  """Node index of composite keys (shift, not int64 division: much faster)."""
-  return tf.bitwise.right_shift(keys, tf.constant(_RADIX.bit_length() - 1, tf.int64))
+def _set_of(node: tf.Tensor, node_offset: np.ndarray) -> tf.Tensor:
+  """Node set number of global node ids."""
+  return tf.searchsorted(tf.constant(node_offset[1:-1]), node, side="right",
+                         out_type=tf.int64)
 
 
-def _cutoff_of(keys: tf.Tensor) -> tf.Tensor:
-  return tf.bitwise.bitwise_and(keys, tf.constant(_RADIX - 1, tf.int64))
+def _ragged_range(lengths: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+  """Flat (row, j) for j in range(lengths[row]) -- a ragged range without tf.repeat."""
+  splits = tf.concat([tf.zeros([1], tf.int64), tf.cumsum(lengths)], 0)
+  flat = tf.range(splits[-1])
+  row = tf.searchsorted(splits, flat, side="right", out_type=tf.int64) - 1
+  return row, flat - tf.gather(splits, row)
 
 
 def _items(x: tf.Tensor) -> tf.Tensor:
@@ -277,14 +329,12 @@ def _items(x: tf.Tensor) -> tf.Tensor:
   return tf.raw_ops.PlaceholderWithDefault(input=x, shape=[None])
 
 
-_GOLDEN = 0x9E3779B97F4A7C15  # 2**64 / golden ratio, the SplitMix64 increment
-
-
 def _mix(z: tf.Tensor) -> tf.Tensor:
   """SplitMix64 finaliser: a bijective 64-bit hash, elementwise on uint64."""
   shift = lambda x, n: tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(
       x, tf.constant(n, tf.uint64)))
-  z = shift(z + tf.constant(_GOLDEN, tf.uint64), 30) * tf.constant(0xBF58476D1CE4E5B9, tf.uint64)
+  z = shift(z + tf.constant(_GOLDEN, tf.uint64), 30) * tf.constant(0xBF58476D1CE4E5B9,
+                                                                   tf.uint64)
   z = shift(z, 27) * tf.constant(0x94D049BB133111EB, tf.uint64)
   return shift(z, 31)
 

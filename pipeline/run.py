@@ -30,6 +30,8 @@ from e2e_grec.config import Config
 from e2e_grec.pipeline import pipeline as pipeline_lib
 
 METADATA_FILE = "metadata.sqlite"
+# Longer errors (Keras call traces) are cut on the console; the log has them whole.
+MAX_ERROR_LINES = 30
 CONFIG_FILE = "config.yaml"
 # Loggers whose INFO output is for the log file, not the console.
 QUIET_LOGGERS = ("absl", "apache_beam", "tensorflow")
@@ -51,7 +53,7 @@ _STATE_NAMES = {
 class NodeRun:
   """One component of this run as the console reported it."""
   node_id: str
-  status: str = "pending"  # running | ran | cached | resolved | failed
+  status: str = "pending"  # running | ran | cached | resolved | failed | interrupted
   seconds: float = 0.0
 
 
@@ -116,11 +118,12 @@ class Progress(logging.Handler):
       self._print(f"✓ {self._tag(node)}  {node.status} in {node.seconds:.1f} s")
       self.current = None
 
-  def fail(self) -> NodeRun | None:
+  def fail(self, status: str = "failed") -> NodeRun | None:
+    """Marks the running component `status` (failed, interrupted); returns it."""
     node = self.current
     if node is not None:
-      node.status, node.seconds = "failed", time.time() - self._start
-      self._print(f"✗ {self._tag(node)}  failed after {node.seconds:.1f} s")
+      node.status, node.seconds = status, time.time() - self._start
+      self._print(f"✗ {self._tag(node)}  {status} after {node.seconds:.1f} s")
     return node
 
   def _print(self, line: str) -> None:
@@ -211,6 +214,9 @@ def run(config: Config, out: TextIO = sys.stdout) -> RunResult:
       node = progress.fail()
       raise PipelineFailed(node.node_id if node else "the pipeline",
                            node.seconds if node else 0.0, log_file, error) from error
+    except KeyboardInterrupt:
+      progress.fail("interrupted")
+      raise
   return RunResult(root=root, log_file=log_file,
                    serving_dir=os.path.join(where.serving_dir, config.serving.model_name),
                    nodes=list(progress.nodes.values()),
@@ -283,13 +289,27 @@ def command(args: argparse.Namespace, config: Config) -> int:
   if args.root:
     overrides["pipeline.root"] = args.root
   config = config.replace(**overrides)
+  data_dir = config.data.data_dir
+  if data_dir and "://" not in data_dir and not os.path.isdir(data_dir):
+    print(f"e2e-grec run: the data directory {data_dir} does not exist (give a directory "
+          "in the KuaiRand-Pure layout, or --data synthetic)", file=sys.stderr)
+    return 2
   try:
     result = run(config)
   except PipelineFailed as failure:
-    print(f"\nThe pipeline stopped: {failure}\n"
+    lines = str(failure).splitlines()
+    if len(lines) > MAX_ERROR_LINES:
+      lines = lines[:MAX_ERROR_LINES] + [f"... ({len(lines) - MAX_ERROR_LINES} more lines "
+                                         "in the log)"]
+    message = "\n".join(lines)
+    print(f"\nThe pipeline stopped: {message}\n"
           f"Full log with the traceback: {failure.log_file}\n"
           "Components that completed stay cached: rerun the same command after the fix.",
           file=sys.stderr)
     return 1
+  except KeyboardInterrupt:
+    print("\nInterrupted. Components that completed stay cached: rerun the same command "
+          "to continue.", file=sys.stderr)
+    return 130
   print(summary(result))
   return 0

@@ -620,7 +620,8 @@ class _RestHandler(http.server.BaseHTTPRequestHandler):
         request.model_spec.name = name
         if version is not None:
           request.model_spec.version.value = version
-        request.model_spec.version_label = label
+        elif label:  # `version` and `version_label` are a oneof.
+          request.model_spec.version_label = label
         if metadata:
           self._reply(200, json_format.MessageToDict(
               model_metadata(self.manager, request), preserving_proto_field_name=True))

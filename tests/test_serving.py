@@ -106,6 +106,12 @@ def model_dir(bundle, tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
+def loaded(model_dir):
+  """The exported SavedModel loaded in this process (no server)."""
+  return tf.saved_model.load(os.path.join(model_dir, MODEL, "1"))
+
+
+@pytest.fixture(scope="module")
 def served(model_dir):
   server = server_lib.ModelServer(model_dir, CONFIG.serving).start()
   yield server
@@ -264,7 +270,7 @@ def test_request_examples_broadcast_and_errors(bundle):
 
 # ---- gRPC ------------------------------------------------------------------
 
-def test_rank_matches_in_process_model_and_saved_model(bundle, model_dir, stubs):
+def test_rank_matches_in_process_model_and_saved_model(bundle, loaded, stubs):
   model, sampler, _ = bundle
   response = stubs[0].Predict(
       requests.rank_request(MODEL, USER, CANDIDATES, 100, 9, DAY), timeout=30)
@@ -273,7 +279,6 @@ def test_rank_matches_in_process_model_and_saved_model(bundle, model_dir, stubs)
   assert response.model_spec.signature_name == requests.RANK_SIGNATURE
   served = _outputs(response)
   _assert_close(served, _expected(model, sampler, _features(USER, CANDIDATES)))
-  loaded = tf.saved_model.load(os.path.join(model_dir, MODEL, "1"))
   in_process = loaded.signatures[requests.RANK_SIGNATURE](
       user_id=tf.constant(USER, tf.int64), video_ids=tf.constant(CANDIDATES, tf.int64),
       tab=tf.constant(100, tf.int64), hour=tf.constant(9, tf.int64),
@@ -281,16 +286,13 @@ def test_rank_matches_in_process_model_and_saved_model(bundle, model_dir, stubs)
   _assert_close(served, {k: v.numpy() for k, v in in_process.items()})
 
 
-def test_examples_signature_matches_in_process(bundle, model_dir, stubs, examples):
+def test_examples_signature_matches_in_process(bundle, loaded, stubs, examples):
   model, sampler, _ = bundle
   response = stubs[0].Predict(requests.examples_request(MODEL, examples), timeout=30)
   assert response.model_spec.signature_name == requests.EXAMPLES_SIGNATURE
   served = _outputs(response)
-  loaded = tf.saved_model.load(os.path.join(model_dir, MODEL, "1"))
   in_process = loaded.signatures[requests.EXAMPLES_SIGNATURE](examples=tf.constant(examples))
   _assert_close(served, {k: v.numpy() for k, v in in_process.items()})
-  eager = export.Scorer(model, sampler, CONFIG.serving).serve_examples(tf.constant(examples))
-  _assert_close(served, {k: v.numpy() for k, v in eager.items()})
   # Each example's own subgraph, scored alone, gives the same prediction.
   for i, candidate in enumerate(CANDIDATES[:2]):
     alone = _expected(model, sampler, _features(USER, [candidate]))
@@ -493,6 +495,8 @@ def test_rest_status_and_metadata(served):
   assert body["model_version_status"] == [
       {"version": "1", "state": "AVAILABLE",
        "status": {"error_code": "OK", "error_message": ""}}]
+  status, body = _rest(served, f"/v1/models/{MODEL}/versions/1")
+  assert status == 200 and body["model_version_status"][0]["version"] == "1"
   status, body = _rest(served, f"/v1/models/{MODEL}/metadata")
   assert status == 200
   assert set(body["metadata"]["signature_def"]["signature_def"]) == {
@@ -523,6 +527,8 @@ def test_rest_status_and_metadata(served):
      "signature 'nope'"),
     (f"/v1/models/{MODEL}:predict", {"rows": []}, None, 400, "exactly one of"),
     ("/v2/anything", {"inputs": {}}, None, 404, "no such endpoint"),
+    (f"/v1/models/{MODEL}/versions/7", None, None, 404, "no version 7"),
+    (f"/v1/models/{MODEL}/labels/stable", None, None, 404, "label 'stable'"),
 ])
 def test_rest_bad_requests(served, path, body, raw, code, fragment):
   status, reply = _rest(served, path, body, raw)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import shutil
 import tempfile
 from typing import Any
@@ -18,7 +19,7 @@ from tfx.utils import io_utils
 
 from e2e_grec import config as config_lib
 from e2e_grec.components import staging
-from e2e_grec.datasets import prepare, split
+from e2e_grec.datasets import kuairand, prepare, split
 
 # Written last into a generated synthetic directory: its presence means complete.
 SYNTHETIC_STAMP = "synthetic_config.yaml"
@@ -55,6 +56,20 @@ def ensure_synthetic(settings: config_lib.SyntheticConfig, data_dir: str) -> Non
     shutil.rmtree(tmp, ignore_errors=True)
 
 
+def rejected_dir(examples_uri: str) -> str:
+  """`<root>/ExampleGen/rejected/<execution>`: outlives the failed execution, whose
+  output directory TFX deletes."""
+  uri = examples_uri.rstrip("/")
+  return os.path.join(os.path.dirname(os.path.dirname(uri)), "rejected", os.path.basename(uri))
+
+
+def keep_rejected(error: Exception, out_dir: str, keep_dir: str) -> Exception:
+  """Copies prepare's quarantine and report to `keep_dir`; the error points there."""
+  io_utils.copy_dir(out_dir, keep_dir, allow_regex_patterns=[
+      re.escape(prepare.QUARANTINE_FILE), re.escape(prepare.REPORT_FILE)])
+  return type(error)(str(error).replace(out_dir, keep_dir))
+
+
 def describe(examples: artifact.Artifact, split_names: list[str]) -> None:
   """Sets the properties TFX readers rely on (as TFX's own ExampleGen does)."""
   examples.split_names = artifact_utils.encode_split_names(split_names)
@@ -77,7 +92,10 @@ class Executor(base_executor.BaseExecutor):
       ensure_synthetic(config.synthetic, data_dir)
     with staging.input_dir(data_dir) as local_data, \
         staging.output_dir(examples.uri) as local_out:
-      report = prepare.prepare(config, local_data, local_out)
+      try:
+        report = prepare.prepare(config, local_data, local_out)
+      except kuairand.DataError as error:
+        raise keep_rejected(error, local_out, rejected_dir(examples.uri)) from error
     empty = [name for name in split.SPLITS if not report.splits.get(name, {}).get("rows")]
     if empty:
       raise ValueError(
