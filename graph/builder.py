@@ -200,6 +200,7 @@ def unique_edges(edges: Columns) -> Columns:
 
 
 class _WithNodeTables(beam.DoFn):
+  """Base of the DoFns that look ids up in (or read) the node tables."""
 
   def __init__(self, node_tables_path: str):
     self._path = node_tables_path
@@ -406,6 +407,8 @@ def serialize_table(table: Columns) -> Iterator[bytes]:
   One Example is reused and its values overwritten in place (about 2x faster
   than building an Example per row).
   """
+  if not _length(table):
+    return
   example = tf.train.Example()
   values_of, rows_of, scalar = [], [], []
   for name, values in table.items():
@@ -417,7 +420,7 @@ def serialize_table(table: Columns) -> Iterator[bytes]:
     else:
       target, rows = feature.int64_list.value, values.tolist()
     if values.ndim == 1:
-      target.append(rows[0] if rows else 0)
+      target.append(rows[0])
     values_of.append(target)
     rows_of.append(rows)
     scalar.append(values.ndim == 1)

@@ -1,12 +1,11 @@
 """Two-level fusion of the GNN's user/video embeddings into the ranker.
 
-Level 1 (`InputFusion`) appends the (layer-normalised) GNN embeddings and
-their elementwise product to the ranker's own feature embeddings at the
-shared-bottom input, so feature crosses can use them. Level 2
-(`GatedTaskFusion`) injects them again just before every task tower through a
-learned per-task gate, so each task decides how much graph signal it takes,
-however much the shared bottom kept. Either level can be switched off
-(`model.fusion_level1`, `model.fusion_level2`).
+Level 1 (`InputFusion`) appends the (layer-normalised) GNN embeddings to the
+ranker's own feature embeddings at the shared-bottom input, so feature
+crosses can use them. Level 2 (`GatedTaskFusion`) injects them again just
+before every task tower through a learned per-task gate, so each task decides
+how much graph signal it takes, however much the shared bottom kept. Either
+level can be switched off (`model.fusion_level1`, `model.fusion_level2`).
 """
 from __future__ import annotations
 
@@ -16,11 +15,7 @@ import tensorflow as tf
 
 
 class InputFusion(tf.keras.layers.Layer):
-  """Level 1: [features, u, v, u * v] with u, v the layer-normalised GNN embeddings.
-
-  The elementwise product hands the bottom the user-video affinity directly
-  (what a two-tower model scores), which is what ranks videos *within* a user.
-  """
+  """Level 1: [features, LN(user_gnn), LN(video_gnn)]."""
 
   def __init__(self, **kwargs):
     super().__init__(**kwargs)
@@ -28,8 +23,7 @@ class InputFusion(tf.keras.layers.Layer):
     self._norm_video = tf.keras.layers.LayerNormalization(name="video_norm")
 
   def call(self, features: tf.Tensor, user: tf.Tensor, video: tf.Tensor) -> tf.Tensor:
-    u, v = self._norm_user(user), self._norm_video(video)
-    return tf.concat([features, u, v, u * v], axis=-1)
+    return tf.concat([features, self._norm_user(user), self._norm_video(video)], axis=-1)
 
 
 class GatedTaskFusion(tf.keras.layers.Layer):

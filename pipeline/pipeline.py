@@ -53,6 +53,7 @@ class Locations:
 
 
 def default_schema_file() -> str:
+  """schemas/examples.pbtxt of the installed package (local runs)."""
   return os.path.join(os.path.dirname(schemas.__file__), SCHEMA_FILE)
 
 
@@ -77,6 +78,7 @@ def sections(config: Config, names: tuple[str, ...]) -> Config:
 
 
 def create_pipeline(config: Config, where: Locations) -> tfx_pipeline.Pipeline:
+  """The DAG of the module docstring for `config`, reading and writing at `where`."""
   example_gen = ExampleGen(data_dir=where.data_dir, synthetic=where.synthetic,
                            config=sections(config, EXAMPLE_GEN_SECTIONS))
   statistics_gen = StatisticsGen(examples=example_gen.outputs["examples"])

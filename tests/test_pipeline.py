@@ -24,8 +24,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [
     "synthetic.impressions=3000", "synthetic.users=300", "synthetic.videos=200",
     "synthetic.authors=50", "synthetic.musics=40",
-    "train.epochs=1", "train.batch_size=512", "train.max_train_steps=3",
-    "sampling.fanouts=[4, 2]",
+    # Pipeline mechanics, not model quality: two steps of a tiny model.
+    "train.epochs=1", "train.batch_size=512", "train.max_train_steps=2",
+    "train.loss_balancer=fixed", "model.gfae=false", "sampling.fanouts=[4, 2]",
     "model.gnn_hidden_dim=8", "model.gnn_layers=1", "model.embedding_dim=8",
     "model.bottom_units=[16]", "model.tower_units=[8]", "model.cross_layers=1",
 ]
