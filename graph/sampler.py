@@ -63,6 +63,9 @@ NODE_FEATURE = "id"
 _RADIX = index_lib.DAY_RADIX
 _SHIFT = _RADIX.bit_length() - 1
 _INDICES = tf.int32
+# Edge target and tab share one int64: target * 2**16 + tab.
+_TAB_SHIFT = 16
+_TAB_RADIX = 2**_TAB_SHIFT
 _GOLDEN = 0x9E3779B97F4A7C15  # 2**64 / golden ratio, the SplitMix64 increment
 
 
@@ -159,12 +162,21 @@ class SubgraphSampler(tf.Module):
       tabs.append(es.tab if es.tab is not None else np.zeros(es.num_edges, np.int64))
       rows += len(es.row_splits) - 1
       edges += es.num_edges
-    concat = lambda parts: (np.concatenate(parts) if parts else np.zeros([0], np.int64))
+    tabs = np.concatenate(tabs)
+    if tabs.size and (tabs.min() < 0 or tabs.max() >= _TAB_RADIX):
+      raise ValueError(f"edge feature tab must be in [0, {_TAB_RADIX}), got "
+                       f"[{tabs.min()}, {tabs.max()}]")
+    # Row-local binary search in `_prefix_end`: enough halving steps for the
+    # longest row, and sentinels so probes past the last row stay in bounds.
+    longest = max(int(np.diff(index.edge_sets[n].row_splits).max(initial=0))
+                  for n in self.edge_set_names)
+    self._search_steps = longest.bit_length()
+    sentinel = np.full(2**self._search_steps, np.iinfo(np.int64).max, np.int64)
     var = lambda value, what: tf.Variable(value.astype(np.int64), trainable=False, name=what)
-    self._row_splits = var(np.concatenate(starts + [[edges]]), "row_splits")
-    self._keys = var(concat(keys), "edge_keys")
-    self._targets = var(concat(targets), "edge_targets")
-    self._tab = var(concat(tabs), "edge_tab")
+    self._row_starts = var(np.concatenate(starts), "row_starts")
+    self._keys = var(np.concatenate(keys + [sentinel]), "edge_keys")
+    # Target (global node) and tab packed in one int64: one gather per edge.
+    self._edges = var(np.concatenate(targets) * _TAB_RADIX + tabs, "edge_targets_tab")
     # Per step: global row of a global source node, fan-out, edge set id.
     self._step_row = np.array([row_offset[s.edge_set] - offset[s.source_set]
                                for s in self.steps], np.int64)
@@ -239,14 +251,11 @@ class SubgraphSampler(tf.Module):
     row = tf.gather(tf.constant(self._step_row), step) + node
     k = tf.gather(tf.constant(self._step_fanout), step)
 
-    start = tf.gather(self._row_splits, row)
-    stop = tf.gather(self._row_splits, row + 1)
-    # First edge of the row with day >= cutoff: the admissible prefix ends there.
-    row_cutoff = row * _RADIX + tf.bitwise.bitwise_and(pair_keys, _RADIX - 1)
-    end = tf.searchsorted(self._keys, row_cutoff, side="left", out_type=tf.int64)
+    start = tf.gather(self._row_starts, row)
+    end = self._prefix_end(start, row * _RADIX + tf.bitwise.bitwise_and(pair_keys, _RADIX - 1))
     # The OOV bucket (local index 0) is an isolated node, whatever the index holds.
     is_oov = tf.equal(node, tf.gather(tf.constant(self._node_offset), tf.gather(node_set, parent)))
-    degree = tf.where(is_oov, tf.zeros_like(start), tf.clip_by_value(end, start, stop) - start)
+    degree = tf.where(is_oov, tf.zeros_like(start), end - start)
 
     # Keyed by (seed, step, node, cutoff) only: independent of the batch.
     pair_hash = _mix(tf.bitwise.bitwise_xor(tf.gather(streams, step),
@@ -266,10 +275,27 @@ class SubgraphSampler(tf.Module):
     offset = tf.where(offset >= d, offset - d, offset)  # undo the rotation: < 2d
     edge = tf.gather(start, pick) + tf.where(d > k, offset, draw)
 
-    target_keys = (tf.gather(self._targets, edge) * _RADIX +
+    packed = tf.gather(self._edges, edge)
+    target_keys = (tf.bitwise.right_shift(packed, _TAB_SHIFT) * _RADIX +
                    tf.bitwise.bitwise_and(tf.gather(pair_keys, pick), _RADIX - 1))
     source = tf.gather(frontier, tf.gather(parent, pick))
-    return tf.gather(step, pick), source, target_keys, tf.gather(self._tab, edge)
+    tab = tf.bitwise.bitwise_and(packed, _TAB_RADIX - 1)
+    return tf.gather(step, pick), source, target_keys, tab
+
+  def _prefix_end(self, start: tf.Tensor, row_cutoff: tf.Tensor) -> tf.Tensor:
+    """First edge of each row whose key `row * 2**20 + day` is >= `row_cutoff`.
+
+    A branchless binary search inside the row (halving steps from the longest
+    row's power of two): after the first probe all probes stay within one short
+    row, which is far more cache-friendly than a searchsorted over all edges.
+    Keys of later rows (and the sentinels) exceed any cutoff of this row, so
+    the search never leaves it.
+    """
+    end = start
+    for i in reversed(range(self._search_steps)):
+      probe = end + (2**i - 1)
+      end = tf.where(tf.gather(self._keys, probe) < row_cutoff, probe + 1, end)
+    return end
 
   def _graph_tensor(self, keys, edges, readout, num_examples) -> tfgnn.GraphTensor:
     node = tf.bitwise.right_shift(keys, _SHIFT)
@@ -317,11 +343,16 @@ def _set_of(node: tf.Tensor, node_offset: np.ndarray) -> tf.Tensor:
 
 
 def _ragged_range(lengths: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-  """Flat (row, j) for j in range(lengths[row]) -- a ragged range without tf.repeat."""
-  splits = tf.concat([tf.zeros([1], tf.int64), tf.cumsum(lengths)], 0)
-  flat = tf.range(splits[-1])
-  row = tf.searchsorted(splits, flat, side="right", out_type=tf.int64) - 1
-  return row, flat - tf.gather(splits, row)
+  """Flat (row, j) for j in range(lengths[row]): a ragged range in linear time.
+
+  Row of item i = (number of rows starting at or before i) - 1; an empty row
+  shares its start with the next row, so it is never the last such row.
+  """
+  starts = tf.cumsum(lengths, exclusive=True)
+  total = tf.reduce_sum(lengths)
+  marks = tf.math.unsorted_segment_sum(tf.ones_like(starts), starts, total + 1)
+  row = tf.cumsum(marks[:-1]) - 1
+  return row, tf.range(total) - tf.gather(starts, row)
 
 
 def _items(x: tf.Tensor) -> tf.Tensor:
