@@ -124,12 +124,15 @@ class ModelConfig:
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
   """Optimisation, loss balancing, logging and checkpoints."""
-  batch_size: int = 512
+  batch_size: int = 1024
   epochs: int = 2
   learning_rate: float = 2e-3
   loss_balancer: str = "gradnorm"  # gradnorm | fixed | uncertainty
   gradnorm_alpha: float = 1.5
   gradnorm_learning_rate: float = 0.025
+  # Update the GradNorm weights every N steps (1 = every step, as in the
+  # paper); each update costs one extra backward pass per loss.
+  gradnorm_every_steps: int = 5
   # Fixed loss weights (also GradNorm's initial weights); missing = 1.0.
   loss_weights: dict[str, float] = dataclasses.field(default_factory=dict)
   # two_stage: epochs of GNN pretraining (GFAE + link prediction).

@@ -81,6 +81,7 @@ EDGE_FEATURES = {**{name: USER_VIDEO_FEATURES for name in BEHAVIOURS + (HISTORY,
                  CO_ENGAGE: ("day", "count")}
 
 _PARSE_BATCH = 65_536
+_SLICE_ROWS = 262_144
 _STATS = "stats"
 _PAIRS = "co_engage_pairs"
 
@@ -106,6 +107,12 @@ def _concat(chunks: Iterable[Columns]) -> Columns:
 
 def _length(columns: Columns) -> int:
   return len(next(iter(columns.values())))
+
+
+def _slices(key: str, table: Columns) -> Iterator[tuple[str, Columns]]:
+  """(key, table) in slices of `_SLICE_ROWS` rows: Beam elements stay small."""
+  for begin in range(0, max(_length(table), 1), _SLICE_ROWS):
+    yield key, {name: values[begin:begin + _SLICE_ROWS] for name, values in table.items()}
 
 
 def _runs(*keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -318,8 +325,9 @@ class _HistoryEdges(_WithNodeTables):
       yield beam.pvalue.TaggedOutput(_STATS, stat)
     edges = _take(edges, np.lexsort((edges["day"], edges["target"], edges["source"])))
     starts, ends = _runs(edges["source"], edges["target"], edges["day"])
-    yield edge_table(HISTORY, {**_take(edges, starts), "tab": np.zeros(len(starts), np.int64),
-                               "count": (ends - starts).astype(np.int64)})
+    yield from _slices(*edge_table(HISTORY, {
+        **_take(edges, starts), "tab": np.zeros(len(starts), np.int64),
+        "count": (ends - starts).astype(np.int64)}))
 
 
 class _LinkEdges(_WithNodeTables):
@@ -332,7 +340,7 @@ class _LinkEdges(_WithNodeTables):
     edges, stats = _known(LINK_EDGE_SETS[link], edges, "video", link)
     for stat in stats:
       yield beam.pvalue.TaggedOutput(_STATS, stat)
-    yield edge_table(LINK_EDGE_SETS[link], edges)
+    yield from _slices(*edge_table(LINK_EDGE_SETS[link], edges))
 
 
 class _NodeTable(_WithNodeTables):
@@ -345,7 +353,7 @@ class _NodeTable(_WithNodeTables):
       values = _side_feature(self._arrays, node_set, name)
       if values is not None:
         table[name] = values
-    yield node_path(node_set), table
+    yield from _slices(node_path(node_set), table)
 
 
 class _WriteTable(beam.DoFn):

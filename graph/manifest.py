@@ -160,7 +160,7 @@ def plot_degrees(index: SamplingIndex, path: str) -> str:
   axes.set_ylabel("fraction of nodes with degree >= d")
   axes.set_title("Node degree distribution")
   axes.grid(True, which="both", alpha=0.3)
-  axes.legend(fontsize=8)
+  axes.legend(fontsize=8, loc="lower left")
   figure.tight_layout()
   figure.savefig(path, dpi=110)
   plt.close(figure)

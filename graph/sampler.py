@@ -300,12 +300,13 @@ class SubgraphSampler(tf.Module):
   def _graph_tensor(self, keys, edges, readout, num_examples) -> tfgnn.GraphTensor:
     node = tf.bitwise.right_shift(keys, _SHIFT)
     node_set = _set_of(node, self._node_offset)
-    # Position of each node within its own node set (keys are in first-seen order).
-    one_hot = tf.one_hot(node_set, len(NODE_SETS), dtype=tf.int64)
-    position = tf.reduce_sum((tf.cumsum(one_hot, axis=0) - 1) * one_hot, axis=1)
     partition = tf.cast(node_set, tf.int32)
     local = node - tf.gather(tf.constant(self._node_offset), node_set)
     node_ids = tf.dynamic_partition(local, partition, len(NODE_SETS))
+    # Position of each node within its own node set (keys are in first-seen order).
+    members = tf.dynamic_partition(tf.range(tf.size(keys)), partition, len(NODE_SETS))
+    position = tf.cast(tf.dynamic_stitch(
+        members, [tf.range(tf.size(m, out_type=tf.int64)) for m in members]), tf.int64)
     node_sets = {
         ns: tfgnn.NodeSet.from_fields(
             sizes=tf.reshape(tf.size(ids, out_type=_INDICES), [1]),

@@ -8,7 +8,9 @@
   layer W shared by all losses, r_i = (L_i / L_i(0)) / mean_j(L_j / L_j(0))
   and target_i = mean_j(G_j) * r_i ** alpha (held constant), the weights take
   one step of their own Adam optimizer on sum_i |G_i - target_i| and are then
-  renormalised to sum to the number of losses. Because G_i is linear in w_i,
+  renormalised to sum to the number of losses. L_i(0) may be given as a
+  reference loss instead of the first step's loss: the model passes the loss
+  of the best constant prediction (see `E2EGRec.reference_losses`). Because G_i is linear in w_i,
   that gradient is sign(G_i - target_i) * ||grad_W L_i||: no second-order
   derivatives are needed, only the per-loss gradient norms on W.
 
@@ -40,11 +42,10 @@ class LossBalancer(tf.keras.layers.Layer):
   def combine(self, losses: Mapping[str, tf.Tensor]) -> tf.Tensor:
     return tf.reduce_sum(self.loss_weights() * self._stack(losses))
 
-  def update(self, losses: Mapping[str, tf.Tensor],
-             grad_norms: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-    """Adjusts the weights after a step; returns values worth logging."""
-    del losses, grad_norms
-    return {}
+  def update(self, losses: Mapping[str, tf.Tensor], grad_norms: Mapping[str, tf.Tensor],
+             reference_losses: Mapping[str, tf.Tensor] | None = None) -> None:
+    """Adjusts the weights after a step (GradNorm); a no-op by default."""
+    del losses, grad_norms, reference_losses
 
   def _stack(self, values: Mapping[str, tf.Tensor]) -> tf.Tensor:
     missing = [n for n in self.names if n not in values]
@@ -110,13 +111,15 @@ class GradNorm(LossBalancer):
       self.build()
     return tf.identity(self.weights_var)
 
-  def update(self, losses: Mapping[str, tf.Tensor],
-             grad_norms: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+  def update(self, losses: Mapping[str, tf.Tensor], grad_norms: Mapping[str, tf.Tensor],
+             reference_losses: Mapping[str, tf.Tensor] | None = None) -> None:
+    """One GradNorm step; `reference_losses` (where given) replace L_i(0)."""
     loss = tf.stop_gradient(self._stack(losses))
     norms = tf.stop_gradient(self._stack(grad_norms))
-    # L_i(0): the losses of the first step (the variable starts at zero).
+    # L_i(0), fixed at the first update (the variable starts at zero).
+    reference = tf.stop_gradient(self._stack({**losses, **(reference_losses or {})}))
     first = tf.reduce_all(tf.equal(self.initial_losses, 0.0))
-    self.initial_losses.assign(tf.where(first, loss, self.initial_losses))
+    self.initial_losses.assign(tf.where(first, reference, self.initial_losses))
     w = self.weights_var
     weighted_norms = w * norms
     ratio = tf.math.divide_no_nan(loss, self.initial_losses)
@@ -125,7 +128,6 @@ class GradNorm(LossBalancer):
     self.optimizer.apply_gradients([(tf.sign(weighted_norms - target) * norms, w)])
     positive = tf.maximum(w, 1e-4)
     w.assign(positive * len(self.names) / tf.reduce_sum(positive))
-    return {"weighted_grad_norms": weighted_norms, "target_grad_norms": target}
 
 
 def make_balancer(config: TrainConfig, names: Sequence[str]) -> LossBalancer:

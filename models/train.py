@@ -123,7 +123,8 @@ class Inputs:
 
 
 def predict(model: E2EGRec, ds: tf.data.Dataset) -> dict[str, np.ndarray]:
-  fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+  # A fixed signature ([None] batch) traces once, whatever the batch sizes.
+  fn = tf.function(lambda x: model(x, training=False), input_signature=[ds.element_spec])
   out: dict[str, list] = {t: [] for t in model.task_names}
   for batch in ds:
     for t, v in fn(batch).items():
@@ -201,7 +202,10 @@ def build_and_train(config: Config, examples_dir: str, graph_dir: str | None, ou
   config.save(os.path.join(out_dir, "config.yaml"))
   tf.keras.utils.set_random_seed(config.train.seed)
   mode = config.model.mode
-  tables = NodeTables.load(os.path.join(examples_dir, NODE_TABLES_FILE))
+  tables_path = os.path.join(examples_dir, NODE_TABLES_FILE)
+  if not os.path.exists(tables_path):
+    raise FileNotFoundError(f"no node tables at {tables_path}; run `e2e-grec prepare` first")
+  tables = NodeTables.load(tables_path)
   train_cols, eval_cols = load_split(examples_dir, "train"), load_split(examples_dir, "eval")
   sampler = None
   if mode != "no_graph":
@@ -215,7 +219,8 @@ def build_and_train(config: Config, examples_dir: str, graph_dir: str | None, ou
 
   model = E2EGRec(tables, config)
   model.compile(optimizer=tf.keras.optimizers.Adam(config.train.learning_rate))
-  # Build every variable (model, both optimizers) before restoring.
+  # Build the model's variables before restoring (optimizer slots and GradNorm
+  # state are restored when they are created, at the first step).
   first = next(iter(inputs.train(0, use_cache=False).take(1)))
   model(first)
   model.balancer.loss_weights()
@@ -259,7 +264,7 @@ def build_and_train(config: Config, examples_dir: str, graph_dir: str | None, ou
   total_steps = per_epoch * config.train.epochs
   if config.train.max_train_steps:
     total_steps = min(total_steps, config.train.max_train_steps)
-  train_fn = tf.function(model.train_step, reduce_retracing=True)
+  train_fn = tf.function(model.train_step, input_signature=[inputs.train(0).element_spec])
   history, best = [], None
   train_time, train_examples = 0.0, 0
   t_train = time.time()

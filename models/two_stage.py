@@ -59,7 +59,7 @@ def pretrain(model: E2EGRec, batches: Callable[[int], tf.data.Dataset], epochs: 
     layer.trainable = True
   optimizer = tf.keras.optimizers.Adam(learning_rate)
 
-  @tf.function(reduce_retracing=True)
+  @tf.function(input_signature=[batches(0).element_spec])
   def step(inputs):
     with tf.GradientTape() as tape:
       graph = inputs["graph"]
@@ -134,7 +134,7 @@ def precompute(model: E2EGRec, sampler, tables: NodeTables,
   """
   started = time.time()
   infer = tf.function(lambda g: encoder_lib.readout(model.encoder(g, training=False)),
-                      reduce_retracing=True)
+                      input_signature=[sampler.graph_tensor_spec()])
   keys, values = {}, {}
   for ns in ("user", "video"):
     raw = np.concatenate([c[f"{ns}_id"] for c in columns]).astype(np.int64)

@@ -142,3 +142,27 @@ def test_graph_modes_need_a_graph(toy):
   tables, batch, _ = toy
   with pytest.raises(ValueError, match="needs input 'graph'"):
     _model("e2e", tables)(batch)
+
+
+def test_gradnorm_reference_is_the_best_constant_prediction(toy):
+  tables, batch, _ = toy
+  model = _model("no_graph", tables)
+  reference = model.reference_losses(batch)
+  p = batch["click"].numpy().mean()
+  assert np.isclose(float(reference["click"]), -(p * np.log(p) + (1 - p) * np.log(1 - p)),
+                    rtol=1e-5)
+  assert np.isclose(float(reference["stay"]), batch["stay"].numpy().var(), rtol=1e-5)
+
+
+def test_gradnorm_updates_only_every_n_steps(toy):
+  tables, batch, graph = toy
+  model = _model("e2e", tables, **{"train.gradnorm_every_steps": 2})
+  weights = []
+  for _ in range(4):
+    logs = model.train_step(dict(batch, graph=graph))
+    weights.append(model.balancer.loss_weights().numpy())
+    step = int(model.optimizer.iterations.numpy())
+    assert (float(logs["grad_norm/click"]) > 0) == (step % 2 == 0)
+  np.testing.assert_array_equal(weights[0], np.ones(6))  # step 1: no update yet
+  assert not np.allclose(weights[1], weights[0])
+  np.testing.assert_array_equal(weights[2], weights[1])
