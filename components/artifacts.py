@@ -15,7 +15,7 @@ class Graph(artifact.Artifact):
   Layout: `graph_schema.pbtxt`, `nodes/<set>.tfrecord`, `edges/<set>.tfrecord`
   (TF-GNN unigraph), `sampling_index.npz`, `manifest.json`, `degrees.png`.
   """
-  TYPE_NAME = "E2EGRecGraph"
+  TYPE_NAME = "e2e_grec.Graph"
 
 
 class Subgraphs(artifact.Artifact):
@@ -25,4 +25,4 @@ class Subgraphs(artifact.Artifact):
   `graph_schema.pbtxt` (their schema, for `tfgnn.parse_example`),
   `sampling_spec.pbtxt`, `seeds.tfrecord`, `artifacts/` (sampling programs).
   """
-  TYPE_NAME = "E2EGRecSubgraphs"
+  TYPE_NAME = "e2e_grec.Subgraphs"
