@@ -63,9 +63,42 @@ def _sampler(result: dict[str, Any]) -> str:
   return "\n".join(lines)
 
 
+def _training_cost(result: dict[str, Any]) -> str:
+  lines = [f"Config: `{' '.join(result['config'])}`.", "",
+           "| mode | examples/s | cost per example vs no_graph |", "|---|---|---|"]
+  lines += [f"| {mode} | {r['examples_per_s']:,.0f} | {r['cost_per_example_vs_no_graph']:.2f}x |"
+            for mode, r in result["throughput"].items()]
+  lines += ["", "| mode | median wall time to best eval GAUC | per run: pretrain + precompute + train (s) |",
+            "|---|---|---|"]
+  for mode, r in result["wall_time_to_best"].items():
+    runs = "; ".join(
+        " + ".join(f"{run[k]:.0f}" for k in ("pretrain_s", "precompute_s", "train_s")
+                   if run[k] is not None) + f" (GAUC {run['best_mean_gauc']:.4f})"
+        for run in r["runs"])
+    lines.append(f"| {mode} | {r['median_time_to_best_s']:.0f} s | {runs} |")
+  return "\n".join(lines)
+
+
+def _serving(result: dict[str, Any]) -> str:
+  lines = [f"1 user x {result['candidates_per_request']} candidates per request; load average "
+           f"at start {result['load_average_at_start'][0]} on {result['cpu_count']} cores.", "",
+           "| concurrency | signature | p50 ms | p99 ms | candidates/s |", "|---|---|---|---|---|"]
+  for concurrency, by_signature in result["results"].items():
+    for signature, r in by_signature.items():
+      lines.append(f"| {concurrency.split('_')[-1]} | `{signature}` | {r['p50_ms']:.1f} | "
+                   f"{r['p99_ms']:.1f} | {r['candidates_per_second']:,} |")
+  target = result["target_p99_ms_at_concurrency_1"]
+  met = [s for s, ok in result["meets_target"].items() if ok]
+  lines += ["", f"Target p99 < {target:.0f} ms at concurrency 1: "
+            + (f"met by {', '.join(met)}." if met else "**not met** in this run.")]
+  return "\n".join(lines)
+
+
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "bench_generator": _generator,
     "bench_sampler": _sampler,
+    "bench_training_cost": _training_cost,
+    "bench_serving": _serving,
 }
 
 SECTIONS = {
