@@ -14,7 +14,7 @@ from typing import Callable
 
 from e2e_grec import config as config_lib
 
-DEFAULT_DATA = "the shared KuaiRand copy if it is beside the project, else synthetic"
+DEFAULT_DATA = "synthetic data generated under the pipeline root"
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
