@@ -28,7 +28,6 @@ import glob
 import json
 import logging
 import os
-import tempfile
 import time
 
 import e2e_grec  # noqa: F401  (legacy Keras before TensorFlow)
@@ -38,7 +37,9 @@ import tensorflow as tf
 import tensorflow_gnn as tfgnn
 from tensorflow_gnn.experimental import sampler as tfgnn_sampler
 
+from benchmarks import inputs
 from e2e_grec import config as config_lib
+from e2e_grec.datasets import vocab
 from e2e_grec.datasets.dates import day_of
 from e2e_grec.graph.node_tables import NodeTables
 from e2e_grec.graph.sampler import SubgraphSampler
@@ -70,7 +71,8 @@ def click_graph(data_dir: str, data: config_lib.DataConfig, num_seeds: int, rng)
     raise SystemExit(f"{data_dir}: empty training or eval window in the log")
   ids = {ns: np.unique(train[f"{ns}_id"].to_numpy()) for ns in ("user", "video")}
   clicks = train[train["is_click"] == 1].drop_duplicates(["user_id", "video_id", "day"])
-  index_of = lambda ns, raw: _lookup(ids[ns], np.asarray(raw))
+  arrays = {f"{ns}/ids": v for ns, v in ids.items()}
+  index_of = lambda ns, raw: vocab.index(arrays, ns, np.asarray(raw))
   edges = EdgeArrays("user", "video", index_of("user", clicks["user_id"]),
                      index_of("video", clicks["video_id"]), clicks["day"].to_numpy(),
                      clicks["tab"].to_numpy())
@@ -82,15 +84,8 @@ def click_graph(data_dir: str, data: config_lib.DataConfig, num_seeds: int, rng)
          "day": seeds["day"].to_numpy(np.int64)}
   indices = {"user": index_of("user", raw["user_id"]),
              "video": index_of("video", raw["video_id"])}
-  tables = NodeTables({f"{ns}/ids": v for ns, v in ids.items()})
+  tables = NodeTables(arrays)
   return index, tables, raw, indices
-
-
-def _lookup(vocab: np.ndarray, raw: np.ndarray) -> np.ndarray:
-  """Raw ids to node indices (position + 1, 0 = OOV), as NodeTables does."""
-  position = np.searchsorted(vocab, raw)
-  safe = np.minimum(position, len(vocab) - 1)
-  return np.where(vocab[safe] == raw, position + 1, 0).astype(np.int64)
 
 
 def tfgnn_models(index: SamplingIndex) -> dict[str, tf.keras.Model]:
@@ -200,20 +195,6 @@ def _eval_examples(examples_dir: str, limit: int) -> dict[str, np.ndarray]:
   return {k: v.numpy() for k, v in batch.items()}
 
 
-def ensure_full_graph(data_dir: str, config: config_lib.Config, work: str) -> tuple[str, str]:
-  """`prepare` + `build-graph` into `work` unless they are already there."""
-  from e2e_grec.datasets import prepare
-  from e2e_grec.graph import builder
-  examples, graph = os.path.join(work, "examples"), os.path.join(work, "graph")
-  if not os.path.exists(os.path.join(examples, "node_tables.npz")):
-    logging.info("preparing %s into %s", data_dir, examples)
-    prepare.prepare(config, data_dir, examples)
-  if not os.path.exists(os.path.join(graph, "sampling_index.npz")):
-    logging.info("building the graph into %s", graph)
-    builder.build_graph(config, examples, data_dir, graph)
-  return examples, graph
-
-
 def default_config_throughput(examples_dir: str, graph_dir: str, config: config_lib.Config,
                               batches: int, rounds: int) -> dict:
   index = SamplingIndex.load(graph_dir)
@@ -238,29 +219,14 @@ def default_config_throughput(examples_dir: str, graph_dir: str, config: config_
 
 def main(argv: list[str] | None = None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--data", help="KuaiRand-layout directory, or 'synthetic' "
-                      "(default: the shared KuaiRand copy if present, else synthetic).")
-  parser.add_argument("--graph", help="build-graph output for the default-config run.")
-  parser.add_argument("--examples", help="prepare output matching --graph.")
-  parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(),
-                                                     "e2e_grec_bench_sampler"),
-                      help="Where to prepare/build the full graph when --graph is absent.")
+  inputs.add_arguments(parser, "e2e_grec_bench_sampler")
   parser.add_argument("--batches", type=int, default=40, help="Batches per timed pass.")
   parser.add_argument("--rounds", type=int, default=3, help="Timed passes per sampler.")
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
   config = config_lib.Config()
 
-  data_dir = args.data if args.data != "synthetic" else None
-  if args.data is None:
-    data_dir = config_lib.default_shared_data_dir()
-  if data_dir is None:
-    from e2e_grec.datasets import synthetic
-    # The synthetic defaults span the default train and eval windows.
-    data_dir = os.path.join(args.work, "synthetic")
-    if not glob.glob(os.path.join(data_dir, "log_standard_*.csv")):
-      synthetic.generate(config.synthetic, data_dir)
-    args.work = os.path.join(args.work, "synthetic_run")
+  data_dir = inputs.data_dir(args, config)
 
   # Load from other processes depresses absolute numbers; the ratio is robust.
   result = {"data": data_dir, "cpu_count": os.cpu_count(), "batch": BATCH,
@@ -274,10 +240,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"(target >= 3x); TF-GNN user-rooted alone: "
         f"{same['tfgnn_user_rooted_subgraphs_per_second']:,} subgraphs/s")
 
-  if args.graph and args.examples:
-    examples_dir, graph_dir = args.examples, args.graph
-  else:
-    examples_dir, graph_dir = ensure_full_graph(data_dir, config, args.work)
+  examples_dir, graph_dir = inputs.prepared(args, config)
   result["default_config"] = default_config_throughput(
       examples_dir, graph_dir, config, max(args.batches // 4, 5), args.rounds)
   default = result["default_config"]

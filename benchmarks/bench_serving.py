@@ -29,7 +29,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
@@ -39,6 +38,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
+from benchmarks import inputs
 from e2e_grec import config as config_lib
 from e2e_grec.graph.node_tables import NodeTables
 from e2e_grec.graph.sampler import SubgraphSampler
@@ -51,25 +51,6 @@ CONCURRENCY = (1, 8)
 TARGET_P99_MS = 50.0
 RESULT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                       "bench_serving.json")
-
-
-def ensure_graph(data_dir: str | None, config: config_lib.Config, work: str) -> tuple[str, str]:
-  """`prepare` + `build-graph` into `work` unless they are already there."""
-  from e2e_grec.datasets import prepare, synthetic
-  from e2e_grec.graph import builder
-  if data_dir is None:
-    data_dir = os.path.join(work, "synthetic")
-    if not glob.glob(os.path.join(data_dir, "log_standard_*.csv")):
-      logging.info("generating synthetic logs into %s", data_dir)
-      synthetic.generate(config.synthetic, data_dir)
-  examples, graph = os.path.join(work, "examples"), os.path.join(work, "graph")
-  if not os.path.exists(os.path.join(examples, "node_tables.npz")):
-    logging.info("preparing %s into %s", data_dir, examples)
-    prepare.prepare(config, data_dir, examples)
-  if not os.path.exists(os.path.join(graph, "sampling_index.npz")):
-    logging.info("building the graph into %s", graph)
-    builder.build_graph(config, examples, data_dir, graph)
-  return examples, graph
 
 
 def request_context(examples_dir: str, tables_path: str, seed: int = 0) -> dict:
@@ -147,13 +128,7 @@ def summarize(latencies: list[float], requests_done: int, wall: float) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--data", help="KuaiRand-layout directory, or 'synthetic' "
-                      "(default: the shared KuaiRand copy if present, else synthetic).")
-  parser.add_argument("--graph", help="build-graph output (default: built into --work).")
-  parser.add_argument("--examples", help="prepare output matching --graph.")
-  parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(),
-                                                     "e2e_grec_bench_serving"),
-                      help="Where to prepare/build the graph and export the model.")
+  inputs.add_arguments(parser, "e2e_grec_bench_serving")
   parser.add_argument("--requests", type=int, default=100,
                       help="Timed requests per signature, concurrency and round.")
   parser.add_argument("--rounds", type=int, default=3, help="Alternating rounds.")
@@ -161,12 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
   config = config_lib.Config()
 
-  if args.graph and args.examples:
-    examples_dir, graph_dir = args.examples, args.graph
-  else:
-    data_dir = None if args.data == "synthetic" else (
-        args.data or config_lib.default_shared_data_dir())
-    examples_dir, graph_dir = ensure_graph(data_dir, config, args.work)
+  examples_dir, graph_dir = inputs.prepared(args, config)
   tables_path = os.path.join(examples_dir, "node_tables.npz")
   tables = NodeTables.load(tables_path)
   index = SamplingIndex.load(graph_dir)

@@ -22,8 +22,9 @@ import time
 
 import numpy as np
 
+from e2e_grec.datasets.labels import BINARY_TASKS
+
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-BINARY_TASKS = ("click", "long_view", "like", "skip")
 
 # Shared by every run: CPU-sized GNN (one hop, fan-out 5), large batches,
 # GradNorm weights updated every 5 steps (its per-loss backward passes are

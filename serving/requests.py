@@ -13,6 +13,8 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 
+from e2e_grec.datasets import dates, labels
+
 EXAMPLES_SIGNATURE = "serving_default"
 RANK_SIGNATURE = "rank"
 EXAMPLES_INPUT = "examples"
@@ -21,16 +23,13 @@ REQUEST_FEATURES = ("user_id", "video_id", "tab", "hour", "day")
 # Inputs of `rank`: `video_ids` [N]; the others hold one value (scalar or [1])
 # for the whole request, or one value per candidate ([N]).
 RANK_INPUTS = ("user_id", "video_ids", "tab", "hour", "day")
-TASKS = ("click", "long_view", "like", "skip", "stay")
+TASKS = labels.TASKS
 SCORE = "score"
 OUTPUTS = TASKS + (SCORE,)
 
-_EPOCH = datetime.date(1970, 1, 1)
-
-
 def today() -> int:
   """Days since 1970-01-01 of the local date: the `day` feature of a live request."""
-  return (datetime.date.today() - _EPOCH).days
+  return dates.day_of(datetime.date.today())
 
 
 def rank_request(model_name: str, user_id: int, video_ids: Sequence[int], tab: int,
