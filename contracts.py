@@ -126,10 +126,26 @@ def readout_edge_set(node_set: str) -> str:
   return f"{READOUT}/{node_set}"
 
 
-# --- Component execution properties -----------------------------------------
+# --- Component channel and execution-property keys ----------------------------
+# (TFX's own keys -- examples, model, blessing... -- come from
+# `tfx.types.standard_component_specs`; these are the project's.)
 
 # The one exec-property (and Trainer custom_config) key of the resolved config.
-CONFIG_KEY: Final = "config"
+CONFIG_KEY: Final = "config_yaml"
+# ExampleGen: the KuaiRand-layout directory, whether to generate it, its digest.
+DATA_DIR_KEY: Final = "data_dir"
+SYNTHETIC_KEY: Final = "synthetic"
+DATA_FINGERPRINT_KEY: Final = "data_fingerprint"
+# AnomaliesGate: where the schema came from (named in its error).
+SCHEMA_SOURCE_KEY: Final = "schema_source"
+# The `Graph` channel (GraphBuilder output; BeamSubgraphSampler and Trainer input).
+GRAPH_KEY: Final = "graph"
+# BeamSubgraphSampler: its `Subgraphs` output, the seeds' split and node set.
+SUBGRAPHS_KEY: Final = "subgraphs"
+SPLIT_KEY: Final = "split"
+SEED_NODE_SET_KEY: Final = "seed_node_set"
+# Evaluator: the optional last blessed model channel.
+LAST_BLESSED_MODEL_KEY: Final = "last_blessed_model"
 
 
 def encode_config(config: config_lib.Config) -> str:

@@ -23,6 +23,7 @@ import tempfile
 
 import e2e_grec  # noqa: F401  (legacy Keras before TensorFlow)
 from e2e_grec import config as config_lib
+from e2e_grec import contracts
 from e2e_grec.config import SyntheticConfig
 from e2e_grec.datasets import prepare as prepare_lib
 from e2e_grec.datasets import synthetic
@@ -46,7 +47,7 @@ def _prepared(name: str, work: str, config: config_lib.Config) -> tuple[str, str
   if data_dir is None:
     raise SystemExit("kuairand: the shared KuaiRand copy is not beside the project")
   examples_dir = os.path.join(work, name, "examples")
-  if os.path.exists(os.path.join(examples_dir, prepare_lib.REPORT_FILE)):
+  if os.path.exists(os.path.join(examples_dir, contracts.PREPARE_REPORT_FILE)):
     return examples_dir, data_dir
   if name != "kuairand":
     logging.info("generating %s synthetic impressions", f"{SYNTHETIC[name]:,}")
@@ -76,10 +77,10 @@ def main(argv: list[str] | None = None) -> dict:
 
   runs = []
   for name in names:
-    examples_dir, data_dir = _prepared(name, args.work, config)
+    examples_dir, _ = _prepared(name, args.work, config)
     graph_dir = os.path.join(args.work, name, "graph")
     shutil.rmtree(graph_dir, ignore_errors=True)
-    manifest = builder.build_graph(config, examples_dir, data_dir, graph_dir,
+    manifest = builder.build_graph(config, examples_dir, graph_dir,
                                    beam_args=args.beam_arg)
     examples = manifest.inputs["examples"]
     forward = {k: v.edges for k, v in manifest.edge_sets.items() if not k.startswith("rev_")}

@@ -41,7 +41,7 @@ from benchmarks import inputs
 from e2e_grec import config as config_lib
 from e2e_grec.datasets import vocab
 from e2e_grec.datasets.dates import day_of
-from e2e_grec.graph.node_tables import NodeTables
+from e2e_grec.datasets.node_tables import NodeTables
 from e2e_grec.graph.sampler import SubgraphSampler
 from e2e_grec.graph.sampling_index import EdgeArrays, SamplingIndex
 

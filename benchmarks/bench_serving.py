@@ -40,7 +40,7 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from benchmarks import inputs
 from e2e_grec import config as config_lib
-from e2e_grec.graph.node_tables import NodeTables
+from e2e_grec.datasets.node_tables import NodeTables
 from e2e_grec.graph.sampler import SubgraphSampler
 from e2e_grec.graph.sampling_index import SamplingIndex
 from e2e_grec.models.e2e_grec import E2EGRec

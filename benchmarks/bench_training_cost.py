@@ -30,7 +30,7 @@ import tensorflow as tf
 
 from benchmarks.experiments import BASE, RESULTS_DIR
 from e2e_grec import config as config_lib
-from e2e_grec.graph.node_tables import NodeTables
+from e2e_grec.datasets.node_tables import NodeTables
 from e2e_grec.models import train as train_lib
 from e2e_grec.models import two_stage
 from e2e_grec.models.e2e_grec import E2EGRec

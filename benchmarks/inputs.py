@@ -14,6 +14,7 @@ import os
 import tempfile
 
 from e2e_grec import config as config_lib
+from e2e_grec import contracts
 
 
 def add_arguments(parser: argparse.ArgumentParser, work_name: str) -> None:
@@ -48,10 +49,10 @@ def prepared(args: argparse.Namespace, config: config_lib.Config) -> tuple[str, 
   from e2e_grec.graph import builder
   logs = data_dir(args, config)
   examples, graph = os.path.join(args.work, "examples"), os.path.join(args.work, "graph")
-  if not os.path.exists(os.path.join(examples, prepare.NODE_TABLES_FILE)):
+  if not os.path.exists(os.path.join(examples, contracts.NODE_TABLES_FILE)):
     logging.info("preparing %s into %s", logs, examples)
     prepare.prepare(config, logs, examples)
-  if not os.path.exists(os.path.join(graph, "sampling_index.npz")):
+  if not os.path.exists(os.path.join(graph, contracts.SAMPLING_INDEX_FILE)):
     logging.info("building the graph into %s", graph)
-    builder.build_graph(config, examples, logs, graph)
+    builder.build_graph(config, examples, graph)
   return examples, graph

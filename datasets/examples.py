@@ -1,4 +1,4 @@
-"""The prepared tf.Examples: feature spec, writing and reading of the Split-* files.
+"""The prepared tf.Examples: feature spec, writing and reading of the split files.
 
 One example per impression, ids only (side features live in the node tables):
 int64 `user_id`, `video_id`, `tab`, `hour`, `day`, `time_ms`, the binary labels
@@ -14,36 +14,25 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
+from e2e_grec.contracts import CONTEXT_FEATURES, ID_FEATURES
 from e2e_grec.datasets import labels
 
-ID_FEATURES = ("user_id", "video_id")
-CONTEXT_FEATURES = ("tab", "hour", "day", "time_ms")
 INT_FEATURES = ID_FEATURES + CONTEXT_FEATURES + labels.BINARY_TASKS
 FLOAT_FEATURES = labels.REGRESSION_TASKS
 FEATURES = ID_FEATURES + CONTEXT_FEATURES + labels.TASKS
 
-SPLIT_DIR = "Split-{}"
-FILE_NAME = "data_tfrecord-00000-of-00001.gz"
-SCHEMA_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                           "schemas", "examples.pbtxt")
 
 
-def split_path(examples_dir: str, split: str) -> str:
-  """The GZIP TFRecord file of one split inside a prepared-examples directory."""
-  return os.path.join(examples_dir, SPLIT_DIR.format(split), FILE_NAME)
-
-
-def feature_spec(with_labels: bool = True) -> dict[str, tf.io.FixedLenFeature]:
-  """`tf.io.parse_example` spec; without labels for serving requests."""
-  names = FEATURES if with_labels else ID_FEATURES + CONTEXT_FEATURES
+def feature_spec() -> dict[str, tf.io.FixedLenFeature]:
+  """`tf.io.parse_example` spec of every feature and label."""
   return {name: tf.io.FixedLenFeature(
               [], tf.float32 if name in FLOAT_FEATURES else tf.int64)
-          for name in names}
+          for name in FEATURES}
 
 
-def parse(serialized: tf.Tensor, with_labels: bool = True) -> dict[str, tf.Tensor]:
+def parse(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
   """Parses a batch (or one) of serialized examples into dense tensors."""
-  return tf.io.parse_example(serialized, feature_spec(with_labels))
+  return tf.io.parse_example(serialized, feature_spec())
 
 
 def write(path: str, columns: dict[str, np.ndarray]) -> int:
@@ -67,14 +56,14 @@ def write(path: str, columns: dict[str, np.ndarray]) -> int:
   return count
 
 
-def dataset(path_glob: str, batch_size: int, with_labels: bool = True) -> tf.data.Dataset:
+def dataset(path_glob: str, batch_size: int) -> tf.data.Dataset:
   """Batched, parsed examples of the files matching `path_glob`, in file order."""
   files = sorted(tf.io.gfile.glob(path_glob))
   if not files:
     raise FileNotFoundError(f"no example files match {path_glob}")
   return (tf.data.TFRecordDataset(files, compression_type="GZIP")
           .batch(batch_size)
-          .map(lambda s: parse(s, with_labels), num_parallel_calls=tf.data.AUTOTUNE))
+          .map(parse, num_parallel_calls=tf.data.AUTOTUNE))
 
 
 def read_examples(path_glob: str) -> dict[str, np.ndarray]:

@@ -16,8 +16,6 @@ TASKS = BINARY_TASKS + REGRESSION_TASKS
 FLAG_SOURCES = {"click": "is_click", "long_view": "long_view", "like": "is_like"}
 # `skip` and `stay` derive from this column.
 PLAY_TIME = "play_time_ms"
-# Every log column a label reads: a row missing one is quarantined.
-SOURCE_COLUMNS = tuple(FLAG_SOURCES.values()) + (PLAY_TIME,)
 
 
 def derive(log: pd.DataFrame, skip_threshold_ms: int) -> dict[str, np.ndarray]:

@@ -5,8 +5,11 @@ Output (the TFX `Examples` artifact layout, see docs/ARCHITECTURE.md):
   <out>/Split-train/data_tfrecord-00000-of-00001.gz
   <out>/Split-eval/data_tfrecord-00000-of-00001.gz
   <out>/node_tables.npz        vocabularies + side features from the training split
+  <out>/history.npz            the validated pre-period history (datasets/history.py)
   <out>/prepare_report.json    rows in / out / quarantined per file, step and split
   <out>/quarantine.csv         every malformed row with file, line, reason, raw text
+
+File names are those of `e2e_grec.contracts`.
 """
 from __future__ import annotations
 
@@ -21,14 +24,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from e2e_grec import contracts
 from e2e_grec.config import Config
-from e2e_grec.datasets import examples, kuairand, labels, split, vocab
+from e2e_grec.datasets import examples, history as history_lib, kuairand, labels
+from e2e_grec.datasets import node_tables, split, vocab
 from e2e_grec.datasets.dates import date_of, day_of
-from e2e_grec.graph import node_tables
-
-REPORT_FILE = "prepare_report.json"
-QUARANTINE_FILE = "quarantine.csv"
-NODE_TABLES_FILE = "node_tables.npz"
 
 
 @dataclasses.dataclass
@@ -78,7 +78,7 @@ def prepare(config: Config, data_dir: str, out_dir: str) -> PrepareReport:
   layout = kuairand.discover(data_dir)
   os.makedirs(out_dir, exist_ok=True)
   quarantine = kuairand.Quarantine()
-  quarantine_path = os.path.join(out_dir, QUARANTINE_FILE)
+  quarantine_path = os.path.join(out_dir, contracts.QUARANTINE_FILE)
   try:
     log_paths = layout.logs + (layout.random_logs if data.include_random_log else ())
     if layout.random_logs and not data.include_random_log:
@@ -105,16 +105,17 @@ def prepare(config: Config, data_dir: str, out_dir: str) -> PrepareReport:
         f"{data.train_start}..{data.train_end}; the logs cover "
         f"{_date_range(log)} (set data.train_start/train_end)")
   arrays = vocab.build(train_rows, users, videos, history, day_of(data.train_start))
-  node_tables.save_arrays(os.path.join(out_dir, NODE_TABLES_FILE), arrays)
+  node_tables.save_arrays(os.path.join(out_dir, contracts.NODE_TABLES_FILE), arrays)
+  history_lib.save(os.path.join(out_dir, contracts.HISTORY_FILE), history)
 
   splits = {}
-  for name in split.SPLITS:
+  for name in contracts.SPLITS:
     mask = names == name
     rows = log[mask]
     split_labels = {t: v[mask] for t, v in task_labels.items()}
-    columns = {f: rows[f].to_numpy() for f in examples.ID_FEATURES + examples.CONTEXT_FEATURES}
+    columns = {f: rows[f].to_numpy() for f in contracts.ID_FEATURES + contracts.CONTEXT_FEATURES}
     logging.info("writing %d %s examples", len(rows), name)
-    examples.write(examples.split_path(out_dir, name), {**columns, **split_labels})
+    examples.write(contracts.split_file(out_dir, name), {**columns, **split_labels})
     splits[name] = _split_summary(rows, split_labels, arrays)
   out_of_window = int((names == split.OUT_OF_WINDOW).sum())
   log_in = sum(s.rows_in for s in log_stats)
@@ -125,7 +126,7 @@ def prepare(config: Config, data_dir: str, out_dir: str) -> PrepareReport:
       quarantined=log_quarantined, out_of_window=out_of_window,
       files=[dataclasses.asdict(s) for s in all_stats], splits=splits,
       node_tables=vocab.sizes(arrays), seconds=round(time.time() - start, 2))
-  with open(os.path.join(out_dir, REPORT_FILE), "w") as f:
+  with open(os.path.join(out_dir, contracts.PREPARE_REPORT_FILE), "w") as f:
     f.write(report.to_json())
   logging.info("prepared %s: %d log rows in, %d examples out (train %d, eval %d), "
                "%d quarantined, %d out of window, %.1f s", data_dir, report.rows_in,

@@ -10,9 +10,9 @@ import dataclasses
 import numpy as np
 
 from e2e_grec.config import DataConfig
+from e2e_grec.contracts import EVAL_SPLIT, TRAIN_SPLIT
 from e2e_grec.datasets.dates import day_of
 
-SPLITS = ("train", "eval")
 OUT_OF_WINDOW = "out_of_window"
 
 
@@ -28,10 +28,10 @@ class Window:
 
 def windows(config: DataConfig) -> dict[str, Window]:
   """The train and eval windows of the config, validated not to overlap."""
-  result = {"train": Window(day_of(config.train_start), day_of(config.train_end)),
-            "eval": Window(day_of(config.eval_start), day_of(config.eval_end))}
-  if not (result["train"].start <= result["train"].end < result["eval"].start
-          <= result["eval"].end):
+  result = {TRAIN_SPLIT: Window(day_of(config.train_start), day_of(config.train_end)),
+            EVAL_SPLIT: Window(day_of(config.eval_start), day_of(config.eval_end))}
+  if not (result[TRAIN_SPLIT].start <= result[TRAIN_SPLIT].end < result[EVAL_SPLIT].start
+          <= result[EVAL_SPLIT].end):
     raise ValueError(f"split windows overlap or are reversed: {result}")
   return result
 

@@ -6,7 +6,7 @@ else maps to index 0 (OOV) at lookup time. Normalisation statistics and
 categorical vocabularies are computed over the vocabulary's own rows, i.e. the
 training population. Side features are static attributes only; nothing that
 aggregates behaviour (such as video_features_statistic_pure.csv) is used.
-The array format is documented in `e2e_grec.graph.node_tables`.
+The array format is documented in `e2e_grec.datasets.node_tables`.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import itertools
 import numpy as np
 import pandas as pd
 
-from e2e_grec.graph import node_tables
+from e2e_grec.datasets import node_tables
 
 # User numeric features: log1p of counts, then z-scored.
 USER_COUNTS = ("follow_user_num", "fans_user_num", "friend_user_num", "register_days")

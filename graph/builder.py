@@ -1,10 +1,10 @@
 """Builds the heterogeneous E2E-GRec graph from the training split with Apache Beam.
 
-Inputs: the training split of `prepare` (`<examples>/Split-train/*.gz`), its
-`node_tables.npz` and, when a KuaiRand directory is given, the pre-period
-history file. Output: the `Graph` directory of docs/ARCHITECTURE.md --
-`graph_schema.pbtxt`, the TF-GNN unigraph files `nodes/<set>.tfrecord` and
-`edges/<set>.tfrecord`, `sampling_index.npz`, `manifest.json`, `degrees.png`.
+Inputs: the output of `prepare` only -- its training split, its node tables and
+its validated pre-period history (file names in `e2e_grec.contracts`). Output:
+the `Graph` directory of docs/ARCHITECTURE.md -- the graph schema, the TF-GNN
+unigraph files `nodes/<set>.tfrecord` and `edges/<set>.tfrecord`, the sampling
+index, the manifest and the degree plot.
 
 How the pipeline scales: rows travel as columnar NumPy chunks, never one Beam
 element per impression. Impressions are keyed into `graph.shards` shards by
@@ -51,17 +51,14 @@ import tensorflow as tf
 import tensorflow_gnn as tfgnn
 from tensorflow_gnn.data import unigraph
 
+from e2e_grec import contracts
 from e2e_grec.config import Config, GraphConfig
+from e2e_grec.datasets import history as history_lib
+from e2e_grec.datasets import node_tables as node_tables_lib
 from e2e_grec.datasets import vocab
 from e2e_grec.graph import manifest as manifest_lib
-from e2e_grec.graph import node_tables as node_tables_lib
 from e2e_grec.graph import sampling_index as index_lib
 
-TEMPLATE_SCHEMA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                               "schemas", "graph_schema.pbtxt")
-SCHEMA_FILE = "graph_schema.pbtxt"
-NODE_TABLES_FILE = "node_tables.npz"
-TRAIN_SPLIT_GLOB = os.path.join("Split-train", "*.gz")
 STATS_FILE = "_build_stats.jsonl"
 # Temporary columnar copy of every table, for the sampling index.
 COLUMNS_DIR = "_columns"
@@ -305,21 +302,15 @@ def _symmetric_edges(element: tuple[int, Iterable[Columns]]) -> tuple[str, Colum
 
 
 class _HistoryEdges(_WithNodeTables):
-  """The pre-period history file(s) of a KuaiRand directory -> history edges."""
+  """`prepare`'s validated pre-period history events -> history edges."""
 
-  def process(self, data_dir: str):
-    from e2e_grec.datasets import kuairand  # pylint: disable=g-import-not-at-top
-    history = kuairand.read_user_history(data_dir)
-    lists = [history[column].tolist() for column in ("watch", "like", "long_view")]
-    videos = [np.asarray(w + l + v, np.int64) for w, l, v in zip(*lists)]
-    lengths = np.array([len(v) for v in videos], np.int64)
-    empty = np.zeros([0], np.int64)
-    edges = {
-        "source": np.repeat(self._index("user", history["user_id"].to_numpy()), lengths),
-        "target": self._index("video", np.concatenate(videos or [empty])),
-        "day": np.repeat(history["day"].to_numpy(np.int64), lengths),
-    }
-    yield beam.pvalue.TaggedOutput(_STATS, ("input/history_users", len(history)))
+  def process(self, path: str):
+    events = history_lib.load(path)
+    edges = {"source": self._index("user", events[contracts.USER_ID]),
+             "target": self._index("video", events[contracts.VIDEO_ID]),
+             "day": events[contracts.DAY]}
+    yield beam.pvalue.TaggedOutput(_STATS, ("input/history_users",
+                                            len(np.unique(events[contracts.USER_ID]))))
     edges, stats = _known(HISTORY, edges, "user", "video")
     for stat in stats:
       yield beam.pvalue.TaggedOutput(_STATS, stat)
@@ -392,12 +383,12 @@ def _side_feature(arrays: Mapping[str, np.ndarray], node_set: str, name: str
 
 
 def node_path(node_set: str) -> str:
-  return f"nodes/{node_set}.tfrecord"
+  return f"{contracts.NODES_DIR}/{node_set}.tfrecord"
 
 
 def edge_path(edge_set: str) -> str:
   """The unigraph file of an edge set; `rev_<name>` reads the file of `<name>`."""
-  return f"edges/{edge_set.removeprefix(index_lib.REVERSE_PREFIX)}.tfrecord"
+  return f"{contracts.EDGES_DIR}/{edge_set.removeprefix(contracts.REVERSE_PREFIX)}.tfrecord"
 
 
 def edge_table(name: str, edges: Columns) -> tuple[str, Columns]:
@@ -481,7 +472,7 @@ def _check_graph_config(config: GraphConfig) -> None:
 
 def _example_files(examples_dir: str) -> list[str]:
   """The training split's files; errors if there are none or all are empty."""
-  pattern = os.path.join(examples_dir, TRAIN_SPLIT_GLOB)
+  pattern = contracts.split_glob(examples_dir, contracts.TRAIN_SPLIT)
   files = sorted(tf.io.gfile.glob(pattern))
   if not files:
     raise GraphBuildError(f"no training examples: nothing matches {pattern} "
@@ -505,23 +496,19 @@ def _load_node_tables(path: str) -> dict[str, np.ndarray]:
   return arrays
 
 
-def _history_dir(data_dir: str | None) -> str | None:
-  """`data_dir` if it holds a pre-period history file, else None (with a warning)."""
-  from e2e_grec.datasets import kuairand  # pylint: disable=g-import-not-at-top
-  if not data_dir:
-    logging.warning("graph build: no data directory given, so no pre-period history; "
-                    "the history edge set is empty")
-    return None
-  if not tf.io.gfile.glob(os.path.join(data_dir, kuairand.USER_HISTORY)):
+def _history_file(examples_dir: str) -> str | None:
+  """`prepare`'s history file, or None (with a warning) if it wrote none."""
+  path = os.path.join(examples_dir, contracts.HISTORY_FILE)
+  if not tf.io.gfile.exists(path):
     logging.warning("graph build: no %s in %s; the history edge set is empty",
-                    kuairand.USER_HISTORY, data_dir)
+                    contracts.HISTORY_FILE, examples_dir)
     return None
-  return data_dir
+  return path
 
 
 def _run_pipeline(config: GraphConfig, files: Sequence[str], tables_path: str,
                   node_sets: Sequence[str], links: Sequence[str], edge_sets: Sequence[str],
-                  history_dir: str | None, out_dir: str, beam_args: Sequence[str]) -> None:
+                  history_file: str | None, out_dir: str, beam_args: Sequence[str]) -> None:
   """The Beam pipeline: unigraph node and edge files plus a stats file."""
   behaviours = tuple(b for b in BEHAVIOURS if b in config.behaviours)
   with beam_pipeline(beam_args) as p:
@@ -542,7 +529,7 @@ def _run_pipeline(config: GraphConfig, files: Sequence[str], tables_path: str,
                  | "GroupKeptByVideoShard" >> beam.GroupByKey()
                  | "SymmetricCoEngage" >> beam.Map(_symmetric_edges))
     history = (p
-               | "HistoryDir" >> beam.Create([history_dir] if history_dir else [])
+               | "HistoryFile" >> beam.Create([history_file] if history_file else [])
                | "HistoryEdges" >> beam.ParDo(_HistoryEdges(tables_path)
                                               ).with_outputs(_STATS, main="tables"))
     static = (p
@@ -574,11 +561,11 @@ def _output_schema(arrays: Mapping[str, np.ndarray], node_sets: Sequence[str],
                    edge_sets: Sequence[str], index: index_lib.SamplingIndex
                    ) -> tfgnn.GraphSchema:
   """The template schema restricted to what was built, with files, sizes, side features."""
-  schema = tfgnn.read_schema(TEMPLATE_SCHEMA)
+  schema = tfgnn.read_schema(contracts.GRAPH_SCHEMA_TEMPLATE_PATH)
   for name in [n for n in schema.node_sets if n not in node_sets]:
     del schema.node_sets[name]
   for name in list(schema.edge_sets):
-    if name.removeprefix(index_lib.REVERSE_PREFIX) not in edge_sets:
+    if name.removeprefix(contracts.REVERSE_PREFIX) not in edge_sets:
       del schema.edge_sets[name]
   for name, node_set in schema.node_sets.items():
     node_set.metadata.filename = node_path(name)
@@ -612,16 +599,15 @@ def _read_columns(out_dir: str, edge_set: str, source_set: str, target_set: str
                               columns.get("tab"))
 
 
-def build_graph(config: Config, examples_dir: str, data_dir: str | None, out_dir: str,
+def build_graph(config: Config, examples_dir: str, out_dir: str,
                 beam_args: Sequence[str] = ()) -> manifest_lib.GraphManifest:
   """Builds the graph of the training split (+ pre-period history) into `out_dir`.
 
   Args:
     config: `config.graph` selects edge sets, co-engagement window / top-K,
       shards and Beam options.
-    examples_dir: the output directory of `prepare` (the `Examples` artifact).
-    data_dir: the KuaiRand-layout directory whose `user_history_before_*.csv`
-      gives the history edges; None (or no such file) gives no history edges.
+    examples_dir: the output directory of `prepare` (the `Examples` artifact):
+      its training split, node tables and pre-period history.
     out_dir: the graph directory to write (its `nodes/` and `edges/` are replaced).
     beam_args: Beam options, applied after `config.graph.beam_args`.
 
@@ -632,7 +618,7 @@ def build_graph(config: Config, examples_dir: str, data_dir: str | None, out_dir
   graph_config = config.graph
   _check_graph_config(graph_config)
   files = _example_files(examples_dir)
-  tables_path = os.path.join(examples_dir, NODE_TABLES_FILE)
+  tables_path = os.path.join(examples_dir, contracts.NODE_TABLES_FILE)
   arrays = _load_node_tables(tables_path)
   node_sets = [ns for ns in node_tables_lib.NODE_SETS if f"{ns}/ids" in arrays]
   links = [link for link in LINK_EDGE_SETS
@@ -640,16 +626,16 @@ def build_graph(config: Config, examples_dir: str, data_dir: str | None, out_dir
   edge_sets = ([b for b in BEHAVIOURS if b in graph_config.behaviours]
                + ([HISTORY] if graph_config.include_history else [])
                + [LINK_EDGE_SETS[link] for link in links] + [CO_ENGAGE])
-  history_dir = _history_dir(data_dir) if graph_config.include_history else None
+  history_file = _history_file(examples_dir) if graph_config.include_history else None
   all_beam_args = tuple(graph_config.beam_args) + tuple(beam_args)
 
-  for sub in ("nodes", "edges", COLUMNS_DIR):
+  for sub in (contracts.NODES_DIR, contracts.EDGES_DIR, COLUMNS_DIR):
     shutil.rmtree(os.path.join(out_dir, sub), ignore_errors=True)
   os.makedirs(out_dir, exist_ok=True)
   logging.info("graph build: %d example file(s), edge sets %s, Beam args %s",
                len(files), edge_sets, list(all_beam_args))
   phases = {}
-  _run_pipeline(graph_config, files, tables_path, node_sets, links, edge_sets, history_dir,
+  _run_pipeline(graph_config, files, tables_path, node_sets, links, edge_sets, history_file,
                 out_dir, all_beam_args)
   phases["beam"] = time.time() - start
   stats_path = os.path.join(out_dir, STATS_FILE)
@@ -658,7 +644,7 @@ def build_graph(config: Config, examples_dir: str, data_dir: str | None, out_dir
   os.remove(stats_path)
 
   logging.info("graph build: building the sampling index")
-  template = tfgnn.read_schema(TEMPLATE_SCHEMA)
+  template = tfgnn.read_schema(contracts.GRAPH_SCHEMA_TEMPLATE_PATH)
   edges = {name: _read_columns(out_dir, name, template.edge_sets[name].source,
                                template.edge_sets[name].target)
            for name in edge_sets}
@@ -669,8 +655,8 @@ def build_graph(config: Config, examples_dir: str, data_dir: str | None, out_dir
   phases["index"] = time.time() - start - phases["beam"]
 
   schema = _output_schema(arrays, node_sets, edge_sets, index)
-  tfgnn.write_schema(schema, os.path.join(out_dir, SCHEMA_FILE))
-  manifest_lib.plot_degrees(index, os.path.join(out_dir, manifest_lib.PLOT_FILE))
+  tfgnn.write_schema(schema, os.path.join(out_dir, contracts.GRAPH_SCHEMA_FILE))
+  manifest_lib.plot_degrees(index, os.path.join(out_dir, contracts.DEGREES_PLOT_FILE))
   dropped: dict[str, dict[str, int]] = {}
   for key, count in stats.items():
     if key.startswith("dropped/"):
@@ -689,25 +675,9 @@ def build_graph(config: Config, examples_dir: str, data_dir: str | None, out_dir
   return manifest
 
 
-def resolve_data_dir(data: str | None, config: Config, examples_dir: str) -> str | None:
-  """The KuaiRand directory whose history to read.
-
-  `--data DIR` wins; otherwise (or with `--data synthetic`) the directory that
-  `prepare` read, from its report; then `data.data_dir`.
-  """
-  if data and data != "synthetic":
-    return data
-  report = os.path.join(examples_dir, "prepare_report.json")
-  if os.path.exists(report):
-    with open(report) as f:
-      return json.load(f).get("data_dir") or None
-  return config.data.data_dir or None
-
-
 def command(args: argparse.Namespace, config: Config) -> int:
-  """`e2e-grec build-graph --examples DIR --out DIR [--data DIR] [beam args...]`."""
-  data_dir = resolve_data_dir(args.data, config, args.examples)
-  manifest = build_graph(config, args.examples, data_dir, args.out,
+  """`e2e-grec build-graph --examples DIR --out DIR [beam args...]`."""
+  manifest = build_graph(config, args.examples, args.out,
                          beam_args=getattr(args, "beam_args", ()) or ())
   print(f"graph: {args.out}")
   for name, es in manifest.edge_sets.items():
@@ -715,6 +685,6 @@ def command(args: argparse.Namespace, config: Config) -> int:
           f"mean degree {es.degree.mean:.2f}")
   for name, reasons in manifest.dropped.items():
     print(f"  dropped {name}: {reasons}")
-  print(f"built in {manifest.build_seconds:.1f} s; manifest {manifest_lib.MANIFEST_FILE}, "
-        f"plot {manifest_lib.PLOT_FILE}")
+  print(f"built in {manifest.build_seconds:.1f} s; manifest {contracts.MANIFEST_FILE}, "
+        f"plot {contracts.DEGREES_PLOT_FILE}")
   return 0

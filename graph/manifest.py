@@ -15,10 +15,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from e2e_grec import contracts
 from e2e_grec.graph.sampling_index import SamplingIndex
-
-MANIFEST_FILE = "manifest.json"
-PLOT_FILE = "degrees.png"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,14 +88,14 @@ class GraphManifest:
     return dataclasses.asdict(self)
 
   def save(self, graph_dir: str) -> str:
-    path = os.path.join(graph_dir, MANIFEST_FILE)
+    path = os.path.join(graph_dir, contracts.MANIFEST_FILE)
     with open(path, "w") as f:
       json.dump(self.to_dict(), f, indent=2)
     return path
 
   @classmethod
   def load(cls, graph_dir: str) -> "GraphManifest":
-    with open(os.path.join(graph_dir, MANIFEST_FILE)) as f:
+    with open(os.path.join(graph_dir, contracts.MANIFEST_FILE)) as f:
       raw = json.load(f)
     return cls(
         graph_dir=raw["graph_dir"],

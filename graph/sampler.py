@@ -15,9 +15,9 @@ subgraph"). How it works:
   `tf.searchsorted` of `row * 2**20 + D` over the composite edge keys (see
   `sampling_index.py`). An example's own interaction (day D) and anything
   later are therefore never reachable, at any hop.
-* Expansion. Hop h follows every configured edge set (and its `rev_` set)
-  whose source set is in the hop's frontier with fan-out `fanouts[h]` (or the
-  per-edge-set override). Neighbours already in the subgraph are linked, not
+* Expansion. Hop h follows the steps of the `SamplingPlan` (every configured
+  edge set and its `rev_` set whose source set is in the hop's frontier, with
+  fan-out `fanouts[h]` or the per-edge-set override). Neighbours already in the subgraph are linked, not
   duplicated; only newly reached nodes form the next frontier.
 * Neighbour choice: rotated stratified sampling without replacement. With d
   admissible neighbours and fan-out k: if d <= k all are taken; otherwise the
@@ -32,7 +32,9 @@ subgraph"). How it works:
   neighbours depend only on the seed and the node itself -- not on the batch
   it came in or its position -- and the same request always gets the same
   subgraph (serving relies on this); another seed gives another sample.
-  `seed=None` uses `SamplingConfig.seed`.
+  `seed=None` uses `SamplingConfig.seed`. The hash runs on int64 bit patterns,
+  never uint64, so eager calls, `tf.function` and tf.data return the same
+  subgraph.
 * Speed. All traversed edge sets are fused into one CSR whose rows are
   (edge set, source node) pairs, and node sets share one global numbering, so
   a hop is a single chain of vectorised ops whatever the number of edge sets.
@@ -44,72 +46,36 @@ no TF-GNN custom ops), so the sampler can be exported in a SavedModel.
 """
 from __future__ import annotations
 
-import dataclasses
-import logging
-import zlib
-
 import numpy as np
 import tensorflow as tf
 import tensorflow_gnn as tfgnn
 
 from e2e_grec.config import SamplingConfig
+from e2e_grec.contracts import (EDGE_TAB_FEATURE, NODE_ID_FEATURE, NODE_SETS, READOUT,
+                                SEED_NODE_SETS, readout_edge_set)
+from e2e_grec.datasets.node_tables import NodeTables
 from e2e_grec.graph import sampling_index as index_lib
-from e2e_grec.graph.node_tables import NODE_SETS, NodeTables
+from e2e_grec.graph.sampling_plan import SamplingPlan
 
-READOUT = "_readout"
-SEED_SETS = ("user", "video")
-EDGE_FEATURE = "tab"
-NODE_FEATURE = "id"
 _RADIX = index_lib.DAY_RADIX
 _SHIFT = _RADIX.bit_length() - 1
 _INDICES = tf.int32
 # Edge target and tab share one int64: target * 2**16 + tab.
 _TAB_SHIFT = 16
 _TAB_RADIX = 2**_TAB_SHIFT
-_GOLDEN = 0x9E3779B97F4A7C15  # 2**64 / golden ratio, the SplitMix64 increment
 
 
-@dataclasses.dataclass(frozen=True)
-class Step:
-  """Following one edge set from one hop's frontier."""
-  hop: int
-  edge_set: str
-  source_set: str
-  target_set: str
-  fanout: int
-  # Mixed into the random key so (hop, edge set) draws are independent.
-  stream: int
+def _int64(value: int) -> int:
+  """A 64-bit pattern as the int64 of the same bits (two's complement)."""
+  return value - 2**64 if value >= 2**63 else value
 
 
-def plan_steps(index: index_lib.SamplingIndex, config: SamplingConfig) -> tuple[Step, ...]:
-  """The static traversal: which edge sets each hop follows, with which fan-out."""
-  if not config.fanouts or any(k < 0 for k in config.fanouts):
-    raise ValueError(f"sampling.fanouts must be non-negative ints, got {config.fanouts}")
-  missing = [n for n in config.edge_sets if n not in index.edge_sets]
-  if missing:
-    logging.warning("sampling.edge_sets %s are not in the sampling index (has: %s); "
-                    "they are not sampled", missing, sorted(index.edge_sets))
-  names = [n for n in config.edge_sets if n in index.edge_sets]
-  names += [index_lib.REVERSE_PREFIX + n for n in names
-            if index_lib.REVERSE_PREFIX + n in index.edge_sets]
-  known = set(config.edge_sets) | {index_lib.REVERSE_PREFIX + n for n in config.edge_sets}
-  unknown = sorted(set(config.fanout_overrides) - known)
-  if unknown:
-    raise ValueError(f"sampling.fanout_overrides names edge sets that are not sampled: "
-                     f"{unknown}; sampled: {sorted(known)}")
-  steps, frontier = [], set(SEED_SETS)
-  for hop, default in enumerate(config.fanouts):
-    reached = set()
-    for name in names:
-      es = index.edge_sets[name]
-      base = name.removeprefix(index_lib.REVERSE_PREFIX)
-      fanout = config.fanout_overrides.get(name, config.fanout_overrides.get(base, default))
-      if es.source_set in frontier and fanout > 0:
-        steps.append(Step(hop, name, es.source_set, es.target_set, int(fanout),
-                          zlib.crc32(f"{hop}/{name}".encode())))
-        reached.add(es.target_set)
-    frontier = reached
-  return tuple(steps)
+# SplitMix64 constants as int64 bit patterns. The hash runs on int64 (whose
+# add and multiply wrap exactly like uint64's) with logical shifts: no uint64
+# tensor in the graph, whose constant folding made tf.function and eager differ.
+_GOLDEN = _int64(0x9E3779B97F4A7C15)  # 2**64 / golden ratio, the SplitMix64 increment
+_MIX_1 = _int64(0xBF58476D1CE4E5B9)
+_MIX_2 = _int64(0x94D049BB133111EB)
 
 
 class SubgraphSampler(tf.Module):
@@ -118,7 +84,7 @@ class SubgraphSampler(tf.Module):
   def __init__(self, index: index_lib.SamplingIndex, node_tables: NodeTables,
                config: SamplingConfig = SamplingConfig(), name: str = "subgraph_sampler"):
     super().__init__(name=name)
-    for ns in SEED_SETS:
+    for ns in SEED_NODE_SETS:
       if ns not in node_tables.sizes:
         raise ValueError(f"node tables have no {ns!r} vocabulary")
       if index.node_set_sizes.get(ns, node_tables.sizes[ns]) != node_tables.sizes[ns]:
@@ -133,11 +99,11 @@ class SubgraphSampler(tf.Module):
                            f"known: {NODE_SETS}")
     self.config = config
     self.node_tables = node_tables
-    self.steps = plan_steps(index, config)
-    self.edge_set_names = tuple(dict.fromkeys(s.edge_set for s in self.steps))
-    if not self.edge_set_names:
-      raise ValueError(f"nothing to sample: none of sampling.edge_sets {config.edge_sets} "
-                       f"leaves the seeds in the index (has {sorted(index.edge_sets)})")
+    self.plan = SamplingPlan.build(
+        {name: (es.source_set, es.target_set) for name, es in index.edge_sets.items()},
+        config)
+    self.steps = self.plan.steps
+    self.edge_set_names = self.plan.edge_set_names
     self.endpoints = {n: (index.edge_sets[n].source_set, index.edge_sets[n].target_set)
                       for n in self.edge_set_names}
     self._with_tab = tuple(n for n in self.edge_set_names
@@ -181,12 +147,12 @@ class SubgraphSampler(tf.Module):
     self._step_row = np.array([row_offset[s.edge_set] - offset[s.source_set]
                                for s in self.steps], np.int64)
     self._step_fanout = np.array([s.fanout for s in self.steps], np.int64)
-    self._step_stream = np.array([s.stream for s in self.steps], np.uint64)
+    self._step_stream = np.array([s.stream for s in self.steps], np.int64)
     self._step_edge_set = np.array([self.edge_set_names.index(s.edge_set)
                                     for s in self.steps], np.int32)
     # Per hop: the steps leaving each node set, as a [node sets, max steps] table.
     self._hops = []
-    for hop in range(len(self.config.fanouts)):
+    for hop in range(self.plan.hops):
       by_set = [[i for i, s in enumerate(self.steps) if s.hop == hop and s.source_set == ns]
                 for ns in NODE_SETS]
       width = max(1, max(len(b) for b in by_set))
@@ -219,13 +185,13 @@ class SubgraphSampler(tf.Module):
                  for ns, raw in (("user", user_id), ("video", video_id))]
     # Composite keys (global node * RADIX + cutoff) of all subgraph nodes so far.
     keys, where = tf.unique(tf.concat(seed_keys, 0), out_idx=tf.int64)
-    readout = dict(zip(SEED_SETS, tf.split(where, 2)))
+    readout = dict(zip(SEED_NODE_SETS, tf.split(where, 2)))
     frontier = tf.range(tf.size(keys, out_type=tf.int64))
     # Mixed once per call: the random stream of each step under this seed.
-    streams = _mix(tf.bitcast(seed, tf.uint64) + tf.constant(self._step_stream))
+    streams = _mix(seed + tf.constant(self._step_stream))
 
     edges = []  # per hop: (step, source position, target position, tab)
-    for hop in range(len(self.config.fanouts)):
+    for hop in range(self.plan.hops):
       step, source, target_keys, tab = self._expand(hop, frontier, keys, streams)
       known = tf.size(keys, out_type=tf.int64)
       keys, where = tf.unique(tf.concat([keys, target_keys], 0), out_idx=tf.int64)
@@ -258,8 +224,7 @@ class SubgraphSampler(tf.Module):
     degree = tf.where(is_oov, tf.zeros_like(start), end - start)
 
     # Keyed by (seed, step, node, cutoff) only: independent of the batch.
-    pair_hash = _mix(tf.bitwise.bitwise_xor(tf.gather(streams, step),
-                                            tf.bitcast(pair_keys, tf.uint64)))
+    pair_hash = _mix(tf.bitwise.bitwise_xor(tf.gather(streams, step), pair_keys))
     rotation = _floor_times(_unit(_mix(pair_hash)), degree)
     pick, draw = _ragged_range(tf.minimum(degree, k))
     d, k = tf.gather(degree, pick), tf.gather(k, pick)
@@ -268,8 +233,7 @@ class SubgraphSampler(tf.Module):
     width_f = tf.cast(d, tf.float64) / tf.cast(k, tf.float64)
     bound = lambda i: tf.cast(tf.floor(tf.cast(i, tf.float64) * width_f), tf.int64)
     stratum_start = bound(draw)
-    draw_hash = _mix(tf.gather(pair_hash, pick) + tf.bitcast(draw + 1, tf.uint64) *
-                     tf.constant(_GOLDEN, tf.uint64))
+    draw_hash = _mix(tf.gather(pair_hash, pick) + (draw + 1) * _GOLDEN)
     offset = tf.gather(rotation, pick) + stratum_start + _floor_times(
         _unit(draw_hash), bound(draw + 1) - stratum_start)
     offset = tf.where(offset >= d, offset - d, offset)  # undo the rotation: < 2d
@@ -310,7 +274,7 @@ class SubgraphSampler(tf.Module):
     node_sets = {
         ns: tfgnn.NodeSet.from_fields(
             sizes=tf.reshape(tf.size(ids, out_type=_INDICES), [1]),
-            features={NODE_FEATURE: _items(ids)})
+            features={NODE_ID_FEATURE: _items(ids)})
         for ns, ids in zip(NODE_SETS, node_ids)}
     node_sets[READOUT] = tfgnn.NodeSet.from_fields(
         sizes=tf.reshape(tf.cast(num_examples, _INDICES), [1]), features={})
@@ -327,10 +291,10 @@ class SubgraphSampler(tf.Module):
           sizes=tf.reshape(tf.size(sources[i], out_type=_INDICES), [1]),
           adjacency=tfgnn.Adjacency.from_indices((source_set, _items(sources[i])),
                                                  (target_set, _items(targets[i]))),
-          features={EDGE_FEATURE: _items(tabs[i])} if name in self._with_tab else {})
+          features={EDGE_TAB_FEATURE: _items(tabs[i])} if name in self._with_tab else {})
     readout_index = _items(tf.range(tf.cast(num_examples, _INDICES)))
-    for ns in SEED_SETS:
-      edge_sets[f"{READOUT}/{ns}"] = tfgnn.EdgeSet.from_fields(
+    for ns in SEED_NODE_SETS:
+      edge_sets[readout_edge_set(ns)] = tfgnn.EdgeSet.from_fields(
           sizes=tf.reshape(tf.cast(num_examples, _INDICES), [1]),
           adjacency=tfgnn.Adjacency.from_indices(
               (ns, _items(indices(readout[ns]))), (READOUT, readout_index)))
@@ -361,20 +325,22 @@ def _items(x: tf.Tensor) -> tf.Tensor:
   return tf.raw_ops.PlaceholderWithDefault(input=x, shape=[None])
 
 
+def _shift_right(x: tf.Tensor, n: int) -> tf.Tensor:
+  """Logical right shift of int64 bits (zeros in from the left, as on uint64)."""
+  return tf.bitwise.bitwise_and(tf.bitwise.right_shift(x, n), 2**(64 - n) - 1)
+
+
 def _mix(z: tf.Tensor) -> tf.Tensor:
-  """SplitMix64 finaliser: a bijective 64-bit hash, elementwise on uint64."""
-  shift = lambda x, n: tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(
-      x, tf.constant(n, tf.uint64)))
-  z = shift(z + tf.constant(_GOLDEN, tf.uint64), 30) * tf.constant(0xBF58476D1CE4E5B9,
-                                                                   tf.uint64)
-  z = shift(z, 27) * tf.constant(0x94D049BB133111EB, tf.uint64)
+  """SplitMix64 finaliser on int64 bit patterns: a bijective 64-bit hash."""
+  shift = lambda x, n: tf.bitwise.bitwise_xor(x, _shift_right(x, n))
+  z = shift(z + _GOLDEN, 30) * _MIX_1
+  z = shift(z, 27) * _MIX_2
   return shift(z, 31)
 
 
 def _unit(h: tf.Tensor) -> tf.Tensor:
   """The top 53 bits of a hash as a float64 uniform in [0, 1)."""
-  return tf.cast(tf.bitwise.right_shift(h, tf.constant(11, tf.uint64)),
-                 tf.float64) * (2.0 ** -53)
+  return tf.cast(_shift_right(h, 11), tf.float64) * (2.0 ** -53)
 
 
 def _floor_times(u: tf.Tensor, n: tf.Tensor) -> tf.Tensor:

@@ -30,8 +30,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-FILE_NAME = "sampling_index.npz"
-REVERSE_PREFIX = "rev_"
+from e2e_grec import contracts
+
 # Composite key `source * DAY_RADIX + day`: days must be in [0, DAY_RADIX).
 DAY_RADIX = 2**20
 DEFAULT_SYMMETRIC = ("co_engage",)
@@ -89,9 +89,9 @@ class SamplingIndex:
     sizes = {ns: int(n) for ns, n in node_set_sizes.items()}
     out: dict[str, EdgeIndex] = {}
     for name, edges in edge_sets.items():
-      if name.startswith(REVERSE_PREFIX):
+      if name.startswith(contracts.REVERSE_PREFIX):
         raise ValueError(f"edge set {name!r}: names starting with "
-                         f"{REVERSE_PREFIX!r} are reserved for reverse sets")
+                         f"{contracts.REVERSE_PREFIX!r} are reserved for reverse sets")
       source, target, day, tab = _checked(name, edges, sizes)
       if name in symmetric:
         if edges.source_set != edges.target_set:
@@ -108,7 +108,7 @@ class SamplingIndex:
       out[name] = _csr(edges.source_set, edges.target_set, source, target, day, tab,
                        sizes[edges.source_set])
       if name not in symmetric:
-        out[REVERSE_PREFIX + name] = _csr(edges.target_set, edges.source_set, target,
+        out[contracts.REVERSE_PREFIX + name] = _csr(edges.target_set, edges.source_set, target,
                                           source, day, tab, sizes[edges.target_set])
     return cls(edge_sets=out, node_set_sizes=sizes)
 
@@ -153,7 +153,7 @@ class SamplingIndex:
 
 
 def _file_path(path: str) -> str:
-  return path if path.endswith(".npz") else os.path.join(path, FILE_NAME)
+  return path if path.endswith(".npz") else os.path.join(path, contracts.SAMPLING_INDEX_FILE)
 
 
 def _checked(name: str, edges: EdgeArrays, sizes: Mapping[str, int]):

@@ -27,7 +27,7 @@ import tensorflow_recommenders as tfrs
 
 from e2e_grec.config import Config
 from e2e_grec.datasets.labels import BINARY_TASKS, REGRESSION_TASKS
-from e2e_grec.graph.node_tables import NodeTables
+from e2e_grec.datasets.node_tables import NodeTables
 from e2e_grec.models import encoder as encoder_lib
 from e2e_grec.models.gfae import GraphFeatureAutoEncoder
 from e2e_grec.models.loss_balancing import make_balancer

@@ -17,7 +17,7 @@ import tensorflow_gnn as tfgnn
 from tensorflow_gnn.models import gat_v2, graph_sage, hgt
 
 from e2e_grec.config import ModelConfig
-from e2e_grec.graph.node_tables import NODE_SETS, NodeTables
+from e2e_grec.datasets.node_tables import NODE_SETS, NodeTables
 
 READOUT_NODE_SETS = ("user", "video")
 

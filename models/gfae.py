@@ -18,7 +18,7 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_gnn as tfgnn
 
-from e2e_grec.graph.node_tables import NodeTables
+from e2e_grec.datasets.node_tables import NodeTables
 from e2e_grec.models.encoder import READOUT_NODE_SETS, seed_mask
 
 

@@ -15,7 +15,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from e2e_grec.config import ModelConfig
-from e2e_grec.graph.node_tables import VIDEO_LINKS, NodeTables
+from e2e_grec.datasets.node_tables import VIDEO_LINKS, NodeTables
 from e2e_grec.models import fusion
 
 HOURS = 24

@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_gnn as tfgnn
 
-from e2e_grec.graph.node_tables import NodeTables
+from e2e_grec.datasets.node_tables import NodeTables
 
 TOY_SIZES = {"user": 12, "video": 20, "author": 5, "tag": 4, "music": 3, "tab": 3}
 
@@ -148,7 +148,7 @@ def write_toy_run_inputs(root: str, *, train_examples: int = 256, eval_examples:
   import os
 
   from e2e_grec.datasets import examples as examples_lib
-  from e2e_grec.graph.node_tables import save_arrays
+  from e2e_grec.datasets.node_tables import save_arrays
   from e2e_grec.graph.sampling_index import EdgeArrays, SamplingIndex
 
   rng = np.random.default_rng(seed)

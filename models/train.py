@@ -41,7 +41,7 @@ from tensorflow.core.framework import summary_pb2
 from e2e_grec.config import Config
 from e2e_grec.datasets import examples as examples_lib
 from e2e_grec.datasets.labels import BINARY_TASKS, REGRESSION_TASKS
-from e2e_grec.graph.node_tables import NodeTables
+from e2e_grec.datasets.node_tables import NodeTables
 from e2e_grec.models import metrics as metrics_lib
 from e2e_grec.models import two_stage
 from e2e_grec.models.e2e_grec import E2EGRec

@@ -24,7 +24,7 @@ from typing import Callable, Mapping
 import numpy as np
 import tensorflow as tf
 
-from e2e_grec.graph.node_tables import NodeTables
+from e2e_grec.datasets.node_tables import NodeTables
 from e2e_grec.graph.sampling_index import DAY_RADIX
 from e2e_grec.models import encoder as encoder_lib
 from e2e_grec.models.e2e_grec import PRECOMPUTED, E2EGRec

@@ -1,4 +1,4 @@
-"""The TFX components: GraphBuilder, and SubgraphSampler running TF-GNN's Beam sampler."""
+"""The TFX components: GraphBuilder, and BeamSubgraphSampler running TF-GNN's Beam sampler."""
 import os
 
 import e2e_grec  # noqa: F401  (legacy Keras before TensorFlow)
@@ -8,11 +8,12 @@ import tensorflow_gnn as tfgnn
 from tfx import types
 from tfx.types import standard_artifacts
 
+from e2e_grec import contracts
 from e2e_grec.components import artifacts
+from e2e_grec.components.beam_subgraph_sampler import BeamSubgraphSampler
+from e2e_grec.components.beam_subgraph_sampler import executor as sampler_executor
 from e2e_grec.components.graph_builder import GraphBuilder
 from e2e_grec.components.graph_builder import executor as graph_executor
-from e2e_grec.components.subgraph_sampler import SubgraphSampler
-from e2e_grec.components.subgraph_sampler import executor as sampler_executor
 from test_graph_builder import D1, read_edge_file, toy_config, write_toy_prepared
 
 FANOUTS = (2, 2)
@@ -27,7 +28,7 @@ def _artifact(cls, uri):
 
 
 def _write_eval_split(examples_dir):
-  path = os.path.join(examples_dir, "Split-eval", "data_tfrecord-00000-of-00001.gz")
+  path = contracts.split_file(examples_dir, contracts.EVAL_SPLIT)
   os.makedirs(os.path.dirname(path))
   with tf.io.TFRecordWriter(path, options="GZIP") as writer:
     for user in EVAL_USERS:
@@ -40,17 +41,18 @@ def _write_eval_split(examples_dir):
 def test_components_declare_their_interfaces():
   config = toy_config()
   examples = types.Channel(type=standard_artifacts.Examples)
-  builder_component = GraphBuilder(examples=examples, config=config, data_dir="/data")
+  builder_component = GraphBuilder(examples=examples, config=config)
   assert builder_component.outputs["graph"].type is artifacts.Graph
-  assert builder_component.exec_properties["data_dir"] == "/data"
-  sampler_component = SubgraphSampler(graph=builder_component.outputs["graph"],
-                                      examples=examples, config=config)
+  assert contracts.decode_config(
+      builder_component.exec_properties[contracts.CONFIG_KEY]) == config
+  sampler_component = BeamSubgraphSampler(graph=builder_component.outputs["graph"],
+                                          examples=examples, config=config)
   assert sampler_component.outputs["subgraphs"].type is artifacts.Subgraphs
   assert sampler_component.exec_properties["split"] == "eval"
 
 
 def test_beam_sampler_component_materialises_subgraphs(tmp_path):
-  examples_dir, data_dir = write_toy_prepared(str(tmp_path))
+  examples_dir = write_toy_prepared(str(tmp_path))
   _write_eval_split(examples_dir)
   # Few sampling ops keep TF-GNN's Beam sampler quick (each op is a Keras model
   # that is traced, saved and loaded).
@@ -60,27 +62,28 @@ def test_beam_sampler_component_materialises_subgraphs(tmp_path):
   graph = _artifact(artifacts.Graph, str(tmp_path / "graph"))
   graph_executor.Executor().Do(
       {"examples": [examples]}, {"graph": [graph]},
-      {"config": config.to_yaml(), "data_dir": data_dir})
+      {contracts.CONFIG_KEY: contracts.encode_config(config)})
   assert graph.get_int_custom_property("num_edges") > 0
 
   subgraphs = _artifact(artifacts.Subgraphs, str(tmp_path / "subgraphs"))
   sampler_executor.Executor().Do(
       {"graph": [graph], "examples": [examples]}, {"subgraphs": [subgraphs]},
-      {"config": config.to_yaml(), "split": "eval", "seed_node_set": "user"})
+      {contracts.CONFIG_KEY: contracts.encode_config(config), "split": "eval",
+       "seed_node_set": "user"})
   assert subgraphs.get_int_custom_property("num_seeds") == 3
 
   out = subgraphs.uri
   spec = tfgnn.create_graph_spec_from_schema_pb(
-      tfgnn.read_schema(os.path.join(out, sampler_executor.SCHEMA_FILE)))
+      tfgnn.read_schema(os.path.join(out, contracts.GRAPH_SCHEMA_FILE)))
   sampling_spec = sampler_executor.sampling_spec(
-      tfgnn.read_schema(os.path.join(graph.uri, "graph_schema.pbtxt")), "user",
+      tfgnn.read_schema(os.path.join(graph.uri, contracts.GRAPH_SCHEMA_FILE)), "user",
       config.sampling)
   ops_per_edge_set = {}
   for op in sampling_spec.sampling_ops:
     ops_per_edge_set[op.edge_set_name] = ops_per_edge_set.get(op.edge_set_name, 0) + 1
   graph_edges = {}
   seeds = set()
-  for record in tf.data.TFRecordDataset(os.path.join(out, sampler_executor.SUBGRAPHS_FILE)):
+  for record in tf.data.TFRecordDataset(os.path.join(out, contracts.SUBGRAPHS_FILE)):
     subgraph = tfgnn.parse_single_example(spec, record)
     users = subgraph.node_sets["user"]["id"].numpy()
     seeds.add(int(users[0]))  # the seed is the first user node

@@ -12,9 +12,10 @@ from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
 
 from e2e_grec import config as config_lib
+from e2e_grec import contracts
 from e2e_grec.datasets import examples, kuairand, labels, prepare, split, synthetic, vocab
+from e2e_grec.datasets import node_tables
 from e2e_grec.datasets.dates import date_of, day_of, day_of_ms
-from e2e_grec.graph import node_tables
 
 TINY = config_lib.SyntheticConfig(users=120, videos=90, authors=25, tags=12, musics=20,
                                   impressions=2500, history_length=10, seed=3)
@@ -87,7 +88,7 @@ def test_prepare_on_the_shared_copy(kuairand_dir, tmp_path):
 def test_read_examples_round_trip(raw_dir, prepared):
   out, report = prepared
   log = pd.read_csv(os.path.join(raw_dir, LOG_NAME))
-  train = examples.read_examples(examples.split_path(out, "train"))
+  train = examples.read_examples(contracts.split_file(out, "train"))
   assert set(train) == set(examples.FEATURES)
   assert len(train["user_id"]) == report.splits["train"]["rows"]
   assert train["stay"].dtype == np.float32 and train["click"].dtype == np.int64
@@ -110,8 +111,8 @@ def test_split_boundaries():
 
 def test_prepared_splits_never_share_a_day(prepared):
   out, _ = prepared
-  train = examples.read_examples(examples.split_path(out, "train"))
-  evaluation = examples.read_examples(examples.split_path(out, "eval"))
+  train = examples.read_examples(contracts.split_file(out, "train"))
+  evaluation = examples.read_examples(contracts.split_file(out, "eval"))
   assert train["day"].max() == day_of("2022-05-04")
   assert evaluation["day"].min() == day_of("2022-05-05")
   assert evaluation["day"].max() == day_of("2022-05-06")
@@ -162,7 +163,7 @@ def test_vocabularies_from_training_only_and_oov():
 
 def test_node_tables_follow_the_documented_format(prepared):
   out, report = prepared
-  arrays = node_tables.load_arrays(os.path.join(out, prepare.NODE_TABLES_FILE))
+  arrays = node_tables.load_arrays(os.path.join(out, contracts.NODE_TABLES_FILE))
   for ns in node_tables.NODE_SETS + node_tables.CONTEXT_VOCABULARIES:
     ids = arrays[f"{ns}/ids"]
     assert ids.dtype == np.int64 and (np.diff(ids) > 0).all()
@@ -186,7 +187,7 @@ def test_report_counts_add_up_with_out_of_window_rows(raw_dir, tmp_path):
   report = prepare.prepare(config, raw_dir, str(tmp_path))
   assert report.out_of_window > 0
   assert report.rows_in == report.rows_out + report.quarantined + report.out_of_window
-  saved = prepare.PrepareReport.load(str(tmp_path / prepare.REPORT_FILE))
+  saved = prepare.PrepareReport.load(str(tmp_path / contracts.PREPARE_REPORT_FILE))
   assert saved == report
   for name in ("Split-train", "Split-eval"):
     assert os.path.isfile(tmp_path / name / "data_tfrecord-00000-of-00001.gz")
@@ -207,7 +208,7 @@ def test_each_malformed_row_is_quarantined_with_reason_and_line(raw_dir, tmp_pat
   _append(log_path, list(BAD_LINES.values()))
   config = config_lib.Config().replace(**{"data.max_bad_fraction": 0.5})
   report = prepare.prepare(config, data, str(tmp_path / "out"))
-  with open(tmp_path / "out" / prepare.QUARANTINE_FILE) as f:
+  with open(tmp_path / "out" / contracts.QUARANTINE_FILE) as f:
     rows = list(csv.DictReader(f))
   assert [r["reason"].split(":")[0] for r in rows] == list(BAD_LINES)
   first_bad_line = TINY.impressions + 2  # header + every generated row before
@@ -229,7 +230,7 @@ def test_too_many_bad_rows_fail_naming_the_file(raw_dir, tmp_path):
   with pytest.raises(kuairand.DataError,
                      match=r"video_features_basic_pure.csv: 5 of 95 rows .*quarantine\.csv"):
     prepare.prepare(config, data, str(tmp_path / "out"))
-  assert os.path.isfile(tmp_path / "out" / prepare.QUARANTINE_FILE)
+  assert os.path.isfile(tmp_path / "out" / contracts.QUARANTINE_FILE)
 
 
 def test_missing_file_and_column_are_named(raw_dir, tmp_path):
@@ -262,7 +263,7 @@ def test_optional_history_absent_gives_empty_frame(raw_dir, tmp_path):
 
 
 def test_schema_file_matches_the_feature_spec():
-  schema = text_format.Parse(open(examples.SCHEMA_PATH).read(), schema_pb2.Schema())
+  schema = text_format.Parse(open(contracts.EXAMPLES_SCHEMA_PATH).read(), schema_pb2.Schema())
   types = {f.name: f.type for f in schema.feature}
   assert tuple(types) == examples.FEATURES
   spec = examples.feature_spec()
@@ -276,7 +277,7 @@ def test_prepare_command_generates_synthetic_data_when_no_directory_given(tmp_pa
   args = argparse.Namespace(data="synthetic", out=str(tmp_path))
   assert prepare.command(args, config) == 0
   assert os.path.isfile(tmp_path / "raw" / LOG_NAME)
-  report = prepare.PrepareReport.load(str(tmp_path / prepare.REPORT_FILE))
+  report = prepare.PrepareReport.load(str(tmp_path / contracts.PREPARE_REPORT_FILE))
   assert report.rows_in == TINY.impressions and report.quarantined == 0
 
 

@@ -13,15 +13,15 @@ import tensorflow_gnn as tfgnn
 from tensorflow_gnn.data import unigraph
 
 from e2e_grec import config as config_lib
+from e2e_grec import contracts
+from e2e_grec.datasets import node_tables
 from e2e_grec.graph import builder
 from e2e_grec.graph import manifest as manifest_lib
-from e2e_grec.graph import node_tables
 from e2e_grec.graph import sampling_index
 
 D0 = 19107  # 2022-04-25
 D1 = D0 + 1
-HISTORY_DAY = 19104  # 2022-04-22, from last_time_ms below
-HISTORY_MS = 1650615878629
+HISTORY_DAY = 19104  # 2022-04-22, the day of the users' newest history event
 # Node index = position in these sorted raw ids + 1.
 USERS, VIDEOS, TABS = (10, 20, 30), (100, 200, 300, 400), (0, 1)
 # user, video, day, time_ms, tab, click, long_view, like  (raw ids)
@@ -69,12 +69,12 @@ EXPECTED_DROPPED = {
 }
 
 
-def write_toy_prepared(root: str, rows=ROWS) -> tuple[str, str]:
-  """A prepared-examples dir (train split + node tables) and a KuaiRand dir with history."""
+def write_toy_prepared(root: str, rows=ROWS) -> str:
+  """A prepared-examples dir: train split, node tables and pre-period history."""
   examples_dir = os.path.join(root, "examples")
-  os.makedirs(os.path.join(examples_dir, "Split-train"))
+  path = contracts.split_file(examples_dir, contracts.TRAIN_SPLIT)
+  os.makedirs(os.path.dirname(path))
   names = ("user_id", "video_id", "day", "time_ms", "tab", "click", "long_view", "like")
-  path = os.path.join(examples_dir, "Split-train", "data_tfrecord-00000-of-00001.gz")
   with tf.io.TFRecordWriter(path, options="GZIP") as writer:
     for row in rows:
       values = dict(zip(names, row), hour=0, skip=0)
@@ -92,14 +92,12 @@ def write_toy_prepared(root: str, rows=ROWS) -> tuple[str, str]:
       "video/author": np.array([0, 1, 1, 2, 0]), "video/tag": np.array([0, 1, 2, 1, 2]),
       "video/music": np.array([0, 1, 0, 0, 1]),
   }
-  node_tables.save_arrays(os.path.join(examples_dir, "node_tables.npz"), arrays)
-  data_dir = os.path.join(root, "kuairand")
-  os.makedirs(data_dir)
-  with open(os.path.join(data_dir, "user_history_before_4_25.csv"), "w") as f:
-    f.write("user_id,last_time_ms,watch_seq,like_seq,long_watch_seq\n"
-            f"10,{HISTORY_MS},100 100 500,200,\n"
-            f"77,{HISTORY_MS},100,,\n")
-  return examples_dir, data_dir
+  node_tables.save_arrays(os.path.join(examples_dir, contracts.NODE_TABLES_FILE), arrays)
+  # User 10 watched 100, 100, 500 and liked 200; user 77 watched 100.
+  np.savez(os.path.join(examples_dir, contracts.HISTORY_FILE),
+           user_id=np.array([10, 10, 10, 10, 77]), video_id=np.array([100, 100, 500, 200, 100]),
+           day=np.full(5, HISTORY_DAY))
+  return examples_dir
 
 
 def toy_config(**graph) -> config_lib.Config:
@@ -110,7 +108,7 @@ def toy_config(**graph) -> config_lib.Config:
 
 def read_edge_file(graph_dir: str, name: str) -> set[tuple[int, ...]]:
   """An edge set's unigraph file as (source, target, features...) tuples."""
-  schema = unigraph.read_schema(os.path.join(graph_dir, builder.SCHEMA_FILE))
+  schema = unigraph.read_schema(os.path.join(graph_dir, contracts.GRAPH_SCHEMA_FILE))
   records = unigraph.DictStreams.iter_edges_via_schema(schema)[name]
   out = set()
   for source, target, example in records:
@@ -124,14 +122,14 @@ def read_edge_file(graph_dir: str, name: str) -> set[tuple[int, ...]]:
 @pytest.fixture(scope="module")
 def toy_graph(tmp_path_factory):
   root = str(tmp_path_factory.mktemp("toy"))
-  examples_dir, data_dir = write_toy_prepared(root)
+  examples_dir = write_toy_prepared(root)
   out = os.path.join(root, "graph")
-  manifest = builder.build_graph(toy_config(), examples_dir, data_dir, out)
-  return out, manifest, examples_dir, data_dir
+  manifest = builder.build_graph(toy_config(), examples_dir, out)
+  return out, manifest, examples_dir
 
 
 def test_edge_sets_match_hand_computed_graph(toy_graph):
-  graph_dir, manifest, _, _ = toy_graph
+  graph_dir, manifest, _ = toy_graph
   for name, expected in EXPECTED.items():
     assert read_edge_file(graph_dir, name) == expected, name
     assert manifest.edge_sets[name].edges == len(expected), name
@@ -150,14 +148,14 @@ def test_edge_sets_match_hand_computed_graph(toy_graph):
 
 
 def test_unknown_endpoints_are_counted_not_fatal(toy_graph):
-  graph_dir, manifest, _, _ = toy_graph
+  graph_dir, manifest, _ = toy_graph
   assert manifest.dropped == EXPECTED_DROPPED
   assert manifest_lib.GraphManifest.load(graph_dir) == manifest
 
 
 def test_schema_is_valid_and_unigraph_parses(toy_graph):
-  graph_dir, manifest, _, _ = toy_graph
-  schema = tfgnn.read_schema(os.path.join(graph_dir, builder.SCHEMA_FILE))
+  graph_dir, manifest, _ = toy_graph
+  schema = tfgnn.read_schema(os.path.join(graph_dir, contracts.GRAPH_SCHEMA_FILE))
   tfgnn.validate_schema(schema)
   assert set(schema.node_sets) == {"user", "video", "author", "tag", "music"}
   assert schema.node_sets["user"].features["dense"].shape.dim[0].size == 2
@@ -177,7 +175,7 @@ def test_schema_is_valid_and_unigraph_parses(toy_graph):
                                     np.arange(8).reshape(4, 2))
   for name in schema.edge_sets:
     assert len(list(graph[tfgnn.EDGES][name])) == manifest.edge_sets[name].edges
-  assert os.path.getsize(os.path.join(graph_dir, manifest_lib.PLOT_FILE)) > 0
+  assert os.path.getsize(os.path.join(graph_dir, contracts.DEGREES_PLOT_FILE)) > 0
 
 
 def test_co_engagement_weights_window_and_days():
@@ -224,24 +222,23 @@ def test_later_days_never_change_earlier_edges():
 def test_empty_or_missing_inputs_give_clear_errors(tmp_path):
   config = toy_config()
   with pytest.raises(builder.GraphBuildError, match="no training examples.*Split-train"):
-    builder.build_graph(config, str(tmp_path), None, str(tmp_path / "g"))
-  examples_dir, _ = write_toy_prepared(str(tmp_path / "empty"), rows=[])
+    builder.build_graph(config, str(tmp_path), str(tmp_path / "g"))
+  examples_dir = write_toy_prepared(str(tmp_path / "empty"), rows=[])
   with pytest.raises(builder.GraphBuildError, match="hold no records"):
-    builder.build_graph(config, examples_dir, None, str(tmp_path / "g"))
-  examples_dir, _ = write_toy_prepared(str(tmp_path / "no_tables"))
-  os.remove(os.path.join(examples_dir, "node_tables.npz"))
+    builder.build_graph(config, examples_dir, str(tmp_path / "g"))
+  examples_dir = write_toy_prepared(str(tmp_path / "no_tables"))
+  os.remove(os.path.join(examples_dir, contracts.NODE_TABLES_FILE))
   with pytest.raises(builder.GraphBuildError, match="node tables not found"):
-    builder.build_graph(config, examples_dir, None, str(tmp_path / "g"))
+    builder.build_graph(config, examples_dir, str(tmp_path / "g"))
   with pytest.raises(builder.GraphBuildError, match="graph.behaviours: unknown"):
-    builder.build_graph(toy_config(behaviours=["share"]), examples_dir, None,
-                        str(tmp_path / "g"))
+    builder.build_graph(toy_config(behaviours=["share"]), examples_dir, str(tmp_path / "g"))
 
 
 def test_multi_process_runner_builds_the_same_graph(toy_graph, tmp_path):
-  graph_dir, manifest, examples_dir, data_dir = toy_graph
+  graph_dir, manifest, examples_dir = toy_graph
   out = str(tmp_path / "mp")
   mp_manifest = builder.build_graph(
-      toy_config(), examples_dir, data_dir, out,
+      toy_config(), examples_dir, out,
       beam_args=["--direct_running_mode=multi_processing", "--direct_num_workers=2"])
   assert "--direct_running_mode=multi_processing" in mp_manifest.beam_args
   for name in EXPECTED:

@@ -8,7 +8,8 @@ import tensorflow as tf
 import tensorflow_gnn as tfgnn
 
 from e2e_grec.config import SamplingConfig
-from e2e_grec.graph.node_tables import NodeTables
+from e2e_grec.datasets.node_tables import NodeTables
+from e2e_grec.graph import sampler as sampler_lib
 from e2e_grec.graph.sampler import SubgraphSampler
 from e2e_grec.graph.sampling_index import EdgeArrays, SamplingIndex
 
@@ -361,3 +362,40 @@ def test_config_errors_name_the_problem(index):
     SubgraphSampler(index, tables, SamplingConfig(fanout_overrides={"nope": 3}))
   with pytest.raises(ValueError, match="different vocabularies"):
     SubgraphSampler(index, NodeTables({"user/ids": USERS[:3], "video/ids": VIDEOS}))
+
+
+def _splitmix64(z: int) -> int:
+  """The SplitMix64 finaliser on Python ints (the reference for `_mix`)."""
+  mask = 2**64 - 1
+  z = (z + 0x9E3779B97F4A7C15) & mask
+  z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+  z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+  return z ^ (z >> 31)
+
+
+def test_hash_is_splitmix64_on_int64_bits():
+  values = [0, 1, 7, 2**62, 2**63 - 1, 2**63, 2**63 + 5, 2**64 - 1, 12345678901234567890]
+  as_int64 = np.array(values, np.uint64).view(np.int64)
+  expected = np.array([_splitmix64(v) for v in values], np.uint64).view(np.int64)
+  np.testing.assert_array_equal(sampler_lib._mix(tf.constant(as_int64)).numpy(), expected)
+  units = sampler_lib._unit(tf.constant(expected)).numpy()
+  np.testing.assert_array_equal(units, (expected.view(np.uint64) >> 11) * 2.0**-53)
+  assert units.min() >= 0 and units.max() < 1
+
+
+def test_eager_tf_function_and_tf_data_sample_the_same_subgraph(sampler):
+  """Same call, same subgraph: eagerly, traced, fully constant-folded, in tf.data."""
+  users, videos, days = USERS[:6], VIDEOS[3:9], [DAY, DAY, 5, 9, DAY, 12]
+  as64 = lambda x: tf.constant(x, tf.int64)
+  eager = _arrays(sampler(as64(users), as64(videos), as64(days)))
+  traced = tf.function(lambda u, v, d: sampler(u, v, d))(as64(users), as64(videos),
+                                                          as64(days))
+  folded = tf.function(lambda: sampler(as64(users), as64(videos), as64(days)))()
+  in_tf_data = next(iter(tf.data.Dataset.from_tensors((users, videos, days)).map(
+      lambda u, v, d: sampler(tf.cast(u, tf.int64), tf.cast(v, tf.int64),
+                              tf.cast(d, tf.int64)))))
+  for graph in (traced, folded, in_tf_data):
+    other = _arrays(graph)
+    assert eager.keys() == other.keys()
+    for key in eager:
+      np.testing.assert_array_equal(eager[key], other[key], err_msg=key)

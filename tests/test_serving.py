@@ -29,7 +29,7 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
                                      model_service_pb2_grpc, prediction_service_pb2_grpc)
 
 from e2e_grec import config as config_lib
-from e2e_grec.graph.node_tables import NodeTables
+from e2e_grec.datasets.node_tables import NodeTables
 from e2e_grec.graph.sampler import SubgraphSampler
 from e2e_grec.graph.sampling_index import EdgeArrays, SamplingIndex
 from e2e_grec.models import toy_data

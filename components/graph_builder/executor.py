@@ -3,18 +3,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import yaml
 from tfx import types
 from tfx.dsl.components.base import base_beam_executor
-from tfx.types import artifact_utils
+from tfx.types import artifact_utils, standard_component_specs
 
-from e2e_grec import config as config_lib
+from e2e_grec import contracts
 from e2e_grec.graph import builder
-
-EXAMPLES_KEY = "examples"
-GRAPH_KEY = "graph"
-CONFIG_KEY = "config"
-DATA_DIR_KEY = "data_dir"
 
 
 class Executor(base_beam_executor.BaseBeamExecutor):
@@ -24,11 +18,11 @@ class Executor(base_beam_executor.BaseBeamExecutor):
          output_dict: dict[str, list[types.Artifact]],
          exec_properties: dict[str, Any]) -> None:
     self._log_startup(input_dict, output_dict, exec_properties)
-    examples = artifact_utils.get_single_instance(input_dict[EXAMPLES_KEY])
-    graph = artifact_utils.get_single_instance(output_dict[GRAPH_KEY])
-    config = config_lib.from_dict(yaml.safe_load(exec_properties[CONFIG_KEY]))
-    manifest = builder.build_graph(config, examples.uri,
-                                   exec_properties.get(DATA_DIR_KEY) or None, graph.uri,
+    examples = artifact_utils.get_single_instance(
+        input_dict[standard_component_specs.EXAMPLES_KEY])
+    graph = artifact_utils.get_single_instance(output_dict[contracts.GRAPH_KEY])
+    config = contracts.decode_config(exec_properties[contracts.CONFIG_KEY])
+    manifest = builder.build_graph(config, examples.uri, graph.uri,
                                    beam_args=self._beam_pipeline_args)
     graph.set_int_custom_property("num_nodes", sum(
         ns.nodes for ns in manifest.node_sets.values()))

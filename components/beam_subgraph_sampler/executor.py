@@ -1,13 +1,12 @@
-"""SubgraphSampler executor: TF-GNN's Beam sampler over the built graph.
+"""BeamSubgraphSampler executor: TF-GNN's Beam sampler over the built graph.
 
 This is the distributed path for graphs that do not fit in memory: the
 subgraph of every seed is sampled by a Beam pipeline reading the unigraph
 files (`tensorflow_gnn.experimental.sampler.beam`, the library behind its
 `sampler` main, called here without its absl flags) and written as
-serialized GraphTensors. The sampling spec follows `SamplingConfig` exactly as
-the in-memory `SubgraphSampler` does (`plan_steps`): hop h samples
-`fanouts[h]` (or the per-edge-set override) edges of every configured edge set
-and its `rev_` set leaving the node sets reached at hop h-1, uniformly.
+serialized GraphTensors. The sampling spec is the `SamplingPlan` of
+graph/sampling_plan.py -- the plan the in-memory `SubgraphSampler` runs --
+seeded at one node set and sampled uniformly.
 
 Leakage: TF-GNN's Beam sampler has no per-example day cutoff. It samples the
 graph as built -- the training window plus the pre-period history -- so its
@@ -26,7 +25,6 @@ import apache_beam as beam
 import numpy as np
 import tensorflow as tf
 import tensorflow_gnn as tfgnn
-import yaml
 from tensorflow_gnn.data import unigraph
 from tensorflow_gnn.experimental import sampler as experimental_sampler
 from tensorflow_gnn.experimental.sampler.beam import executor_lib
@@ -34,58 +32,23 @@ from tensorflow_gnn.experimental.sampler.beam import sampler as beam_sampler
 from tensorflow_gnn.experimental.sampler.beam import unigraph_utils
 from tfx import types
 from tfx.dsl.components.base import base_beam_executor
-from tfx.types import artifact_utils
+from tfx.types import artifact_utils, standard_component_specs
 
-from e2e_grec import config as config_lib
+from e2e_grec import contracts
 from e2e_grec.config import SamplingConfig
+from e2e_grec.datasets import node_tables as node_tables_lib
 from e2e_grec.datasets import vocab
 from e2e_grec.graph import builder
-from e2e_grec.graph import node_tables as node_tables_lib
-from e2e_grec.graph import sampling_index as index_lib
+from e2e_grec.graph.sampling_plan import SamplingPlan, schema_endpoints
 
-GRAPH_KEY = "graph"
-EXAMPLES_KEY = "examples"
-SUBGRAPHS_KEY = "subgraphs"
-CONFIG_KEY = "config"
-SPLIT_KEY = "split"
-SEED_NODE_SET_KEY = "seed_node_set"
-
-SUBGRAPHS_FILE = "subgraphs.tfrecord"
-SEEDS_FILE = "seeds.tfrecord"
-SPEC_FILE = "sampling_spec.pbtxt"
-SCHEMA_FILE = "graph_schema.pbtxt"
-_ID_COLUMNS = {"user": "user_id", "video": "video_id"}
+_ID_COLUMNS = {"user": contracts.USER_ID, "video": contracts.VIDEO_ID}
 
 
 def sampling_spec(schema: tfgnn.GraphSchema, seed_node_set: str,
                   config: SamplingConfig) -> tfgnn.sampler.SamplingSpec:
-  """The TF-GNN SamplingSpec of `config` from `seed_node_set` (see module docstring)."""
-  if seed_node_set not in schema.node_sets:
-    raise ValueError(f"seed node set {seed_node_set!r} is not in the graph "
-                     f"(has {sorted(schema.node_sets)})")
-  names = [n for n in config.edge_sets if n in schema.edge_sets]
-  names += [index_lib.REVERSE_PREFIX + n for n in names
-            if index_lib.REVERSE_PREFIX + n in schema.edge_sets]
-  if not names:
-    raise ValueError(f"none of sampling.edge_sets {list(config.edge_sets)} is in the "
-                     f"graph (has {sorted(schema.edge_sets)})")
-  spec_builder = tfgnn.sampler.SamplingSpecBuilder(
-      schema, default_strategy=tfgnn.sampler.SamplingStrategy.RANDOM_UNIFORM)
-  frontier = {seed_node_set: [spec_builder.seed(seed_node_set)]}
-  for hop, default in enumerate(config.fanouts):
-    reached: dict[str, list[Any]] = {}
-    for name in names:
-      edge_set = schema.edge_sets[name]
-      base = name.removeprefix(index_lib.REVERSE_PREFIX)
-      fanout = config.fanout_overrides.get(name, config.fanout_overrides.get(base, default))
-      if edge_set.source not in frontier or fanout <= 0:
-        continue
-      steps = frontier[edge_set.source]
-      step = steps[0].sample(fanout, name, op_name=f"hop{hop}/{name}") if len(steps) == 1 \
-          else spec_builder.join(steps).sample(fanout, name, op_name=f"hop{hop}/{name}")
-      reached.setdefault(edge_set.target, []).append(step)
-    frontier = reached
-  return spec_builder.build()
+  """The TF-GNN SamplingSpec of the `config` plan from `seed_node_set`."""
+  plan = SamplingPlan.build(schema_endpoints(schema), config, (seed_node_set,))
+  return plan.sampling_spec(schema)
 
 
 def _sampled_schema(schema: tfgnn.GraphSchema, spec: tfgnn.sampler.SamplingSpec
@@ -101,7 +64,7 @@ def _sampled_schema(schema: tfgnn.GraphSchema, spec: tfgnn.sampler.SamplingSpec
 
 def seed_indices(examples_dir: str, split: str, node_set: str) -> np.ndarray:
   """Distinct node indices of the split's users (or videos); unseen ids give 0 (OOV)."""
-  pattern = os.path.join(examples_dir, f"Split-{split}", "*.gz")
+  pattern = contracts.split_glob(examples_dir, split)
   files = sorted(tf.io.gfile.glob(pattern))
   if not files:
     raise ValueError(f"no examples match {pattern}")
@@ -113,7 +76,7 @@ def seed_indices(examples_dir: str, split: str, node_set: str) -> np.ndarray:
                                  + list(dataset.as_numpy_iterator())))
   if not raw.size:
     raise ValueError(f"{pattern} holds no examples")
-  arrays = node_tables_lib.load_arrays(os.path.join(examples_dir, builder.NODE_TABLES_FILE))
+  arrays = node_tables_lib.load_arrays(os.path.join(examples_dir, contracts.NODE_TABLES_FILE))
   return np.unique(vocab.index(arrays, node_set, raw))
 
 
@@ -122,28 +85,27 @@ def materialize_subgraphs(graph_dir: str, seeds: np.ndarray, seed_node_set: str,
                           beam_args: Sequence[str] = ()) -> tfgnn.GraphSchema:
   """Samples one subgraph per seed node index with TF-GNN's Beam sampler.
 
-  Writes `subgraphs.tfrecord`, `graph_schema.pbtxt` (of the subgraphs),
-  `sampling_spec.pbtxt`, `seeds.tfrecord` and `artifacts/` into `out_dir`, and
+  Writes the `Subgraphs` layout (components/artifacts.py) into `out_dir` and
   returns the subgraphs' schema.
   """
-  schema = unigraph.read_schema(os.path.join(graph_dir, builder.SCHEMA_FILE))
+  schema = unigraph.read_schema(os.path.join(graph_dir, contracts.GRAPH_SCHEMA_FILE))
   spec = sampling_spec(schema, seed_node_set, config)
   schema = _sampled_schema(schema, spec)
   tf.io.gfile.makedirs(out_dir)
-  with tf.io.gfile.GFile(os.path.join(out_dir, SPEC_FILE), "w") as f:
+  with tf.io.gfile.GFile(os.path.join(out_dir, contracts.SAMPLING_SPEC_FILE), "w") as f:
     f.write(str(spec))
-  seeds_path = os.path.join(out_dir, SEEDS_FILE)
+  seeds_path = os.path.join(out_dir, contracts.SEEDS_FILE)
   with tf.io.TFRecordWriter(seeds_path) as writer:
     for record in builder.serialize_table({unigraph.NODE_ID: np.asarray(seeds, np.int64)}):
       writer.write(record)
 
   model, layers_mapping = beam_sampler.get_sampling_model(schema, spec)
   program, artifacts = experimental_sampler.create_program(model)
-  artifacts_path = os.path.join(out_dir, "artifacts")
+  artifacts_path = os.path.join(out_dir, contracts.SAMPLING_ARTIFACTS_DIR)
   beam_sampler.save_artifacts(artifacts, artifacts_path)
   # The model samples a batch of seeds; each record holds one (unbatched) subgraph.
   subgraph_schema = tfgnn.create_schema_pb_from_graph_spec(model.output.spec._unbatch())  # pylint: disable=protected-access
-  tfgnn.write_schema(subgraph_schema, os.path.join(out_dir, SCHEMA_FILE))
+  tfgnn.write_schema(subgraph_schema, os.path.join(out_dir, contracts.GRAPH_SCHEMA_FILE))
 
   logging.info("Beam sampler: %d %s seeds, %d sampling ops, Beam args %s", len(seeds),
                seed_node_set, len(spec.sampling_ops), list(beam_args))
@@ -156,7 +118,7 @@ def materialize_subgraphs(graph_dir: str, seeds: np.ndarray, seed_node_set: str,
                                      artifacts_path=artifacts_path)
     _ = (subgraphs
          | "DropSeedKeys" >> beam.Values()
-         | "WriteSubgraphs" >> unigraph.WriteTable(os.path.join(out_dir, SUBGRAPHS_FILE)))
+         | "WriteSubgraphs" >> unigraph.WriteTable(os.path.join(out_dir, contracts.SUBGRAPHS_FILE)))
   return subgraph_schema
 
 
@@ -167,12 +129,13 @@ class Executor(base_beam_executor.BaseBeamExecutor):
          output_dict: dict[str, list[types.Artifact]],
          exec_properties: dict[str, Any]) -> None:
     self._log_startup(input_dict, output_dict, exec_properties)
-    graph = artifact_utils.get_single_instance(input_dict[GRAPH_KEY])
-    examples = artifact_utils.get_single_instance(input_dict[EXAMPLES_KEY])
-    subgraphs = artifact_utils.get_single_instance(output_dict[SUBGRAPHS_KEY])
-    config = config_lib.from_dict(yaml.safe_load(exec_properties[CONFIG_KEY]))
-    split = exec_properties.get(SPLIT_KEY) or "eval"
-    seed_node_set = exec_properties.get(SEED_NODE_SET_KEY) or "user"
+    graph = artifact_utils.get_single_instance(input_dict[contracts.GRAPH_KEY])
+    examples = artifact_utils.get_single_instance(
+        input_dict[standard_component_specs.EXAMPLES_KEY])
+    subgraphs = artifact_utils.get_single_instance(output_dict[contracts.SUBGRAPHS_KEY])
+    config = contracts.decode_config(exec_properties[contracts.CONFIG_KEY])
+    split = exec_properties.get(contracts.SPLIT_KEY) or contracts.EVAL_SPLIT
+    seed_node_set = exec_properties.get(contracts.SEED_NODE_SET_KEY) or "user"
     seeds = seed_indices(examples.uri, split, seed_node_set)
     beam_args = tuple(config.graph.beam_args) + tuple(self._beam_pipeline_args)
     materialize_subgraphs(graph.uri, seeds, seed_node_set, config.sampling, subgraphs.uri,

@@ -1,7 +1,7 @@
 """Node tables: the vocabulary and side features of every node set, as TF variables.
 
 `prepare` builds them from the training split only and saves them as
-`node_tables.npz` (arrays keyed `<node_set>/<name>`):
+`contracts.NODE_TABLES_FILE` (arrays keyed `<node_set>/<name>`):
 
   <ns>/ids                 int64 [N]     sorted unique raw ids; node index = position + 1
   <ns>/dense               float32 [N+1, D]  numeric features, normalised with
@@ -22,7 +22,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-NODE_SETS = ("user", "video", "author", "tag", "music")
+from e2e_grec.contracts import NODE_SETS
+
 # Vocabularies that are not graph node sets.
 CONTEXT_VOCABULARIES = ("tab",)
 VIDEO_LINKS = ("author", "tag", "music")
