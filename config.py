@@ -1,9 +1,10 @@
 """One typed configuration for data, graph, sampling, model, training and serving.
 
 A run's configuration is `Config` defaults, then an optional YAML file, then
-`section.key=value` overrides from the command line. An unknown key or a value
-of the wrong type is an error that names it. The resolved config is saved with
-every run's artifacts (`Config.to_yaml`).
+`section.key=value` overrides from the command line. An unknown key, a value
+of the wrong type or out of range, inconsistent keys and malformed YAML are all
+a `ConfigError` whose one-line message names the key (or the file and line).
+The resolved config is saved with every run's artifacts (`Config.to_yaml`).
 """
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ import yaml
 
 
 class ConfigError(ValueError):
-  """A configuration key is unknown or its value has the wrong type."""
+  """A configuration key is unknown, ill-typed, out of range or inconsistent, or a
+  config file is unreadable; the message names the key or the file and line."""
 
 
 def default_shared_data_dir() -> str | None:
@@ -90,7 +92,8 @@ class GraphConfig:
 @dataclasses.dataclass(frozen=True)
 class SamplingConfig:
   """Subgraph sampling around each example's user and video."""
-  # Fan-out per hop, applied to every edge set leaving the frontier.
+  # Fan-out per hop, applied to every edge set leaving the frontier; one hop
+  # per GNN round (len(fanouts) == model.gnn_layers).
   fanouts: tuple[int, ...] = (10, 5)
   # Edge sets sampled (in either direction); per-edge-set fan-out overrides.
   edge_sets: tuple[str, ...] = ("click", "long_view", "like", "history",
@@ -158,14 +161,19 @@ class EvalConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class ServingConfig:
-  """The exported SavedModel and the local TF-Serving-protocol server."""
-  model_name: str = "e2e_grec"
+class ExportConfig:
+  """What the exported SavedModel's `rank` signature computes (part of the trainer's config)."""
   # Ranking score = sum of weight * task prediction; missing task = 0.
   task_weights: dict[str, float] = dataclasses.field(
       default_factory=lambda: {"click": 1.0, "long_view": 1.0, "like": 2.0,
                                "skip": -1.0, "stay": 0.2})
   max_candidates: int = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class ServingConfig:
+  """The served model's name and the local TF-Serving-protocol server."""
+  model_name: str = "e2e_grec"
   host: str = "127.0.0.1"
   grpc_port: int = 8500
   rest_port: int = 8501
@@ -202,6 +210,7 @@ class Config:
   model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
   train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
   eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+  export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
   serving: ServingConfig = dataclasses.field(default_factory=ServingConfig)
   pipeline: PipelineConfig = dataclasses.field(default_factory=PipelineConfig)
 
@@ -316,29 +325,108 @@ def from_dict(values: Mapping[str, Any]) -> Config:
   return config
 
 
+MODES = ("e2e", "two_stage", "no_graph")
+# Allowed values of every choice key.
+_CHOICES = {
+    "model.mode": MODES,
+    "model.gnn": ("graph_sage", "gatv2", "hgt"),
+    "model.bottom": ("dcn", "mmoe"),
+    "model.gfae_loss": ("sce", "mse"),
+    "train.loss_balancer": ("gradnorm", "fixed", "uncertainty"),
+    "eval.baseline_mode": MODES,
+}
+# Range of every numeric key (of each item for lists and mappings):
+# (lowest, highest, whether the lowest itself is allowed); None = unbounded.
+_AT_LEAST_1 = (1, None, True)
+_NON_NEGATIVE = (0, None, True)
+_POSITIVE = (0, None, False)
+_RANGES = {
+    **dict.fromkeys((
+        "synthetic.users", "synthetic.videos", "synthetic.authors", "synthetic.tags",
+        "synthetic.musics", "synthetic.tabs", "synthetic.days", "synthetic.impressions",
+        "synthetic.communities", "graph.co_engage_window", "graph.co_engage_top_k",
+        "graph.shards", "sampling.fanouts", "model.gnn_hidden_dim", "model.gnn_layers",
+        "model.embedding_dim", "model.bottom_units", "model.num_experts",
+        "model.tower_units", "train.batch_size", "train.epochs",
+        "train.gradnorm_every_steps", "train.log_every_steps",
+        "train.checkpoint_every_steps", "export.max_candidates"), _AT_LEAST_1),
+    **dict.fromkeys((
+        "data.skip_threshold_ms", "data.max_rows", "synthetic.history_length",
+        "synthetic.graph_signal", "sampling.fanout_overrides", "model.cross_layers",
+        "train.gradnorm_alpha", "train.loss_weights", "train.pretrain_epochs",
+        "train.max_train_steps"), _NON_NEGATIVE),
+    **dict.fromkeys((
+        "train.learning_rate", "train.gradnorm_learning_rate", "model.gfae_sce_gamma",
+        "serving.poll_seconds"), _POSITIVE),
+    "data.max_bad_fraction": (0, 1, True),
+    "model.gnn_dropout": (0, 0.99, True),
+    "model.gfae_mask_rate": (0, 0.99, True),
+    "serving.grpc_port": (0, 65535, True),
+    "serving.rest_port": (0, 65535, True),
+}
+_DATES = ("data.train_start", "data.train_end", "data.eval_start", "data.eval_end",
+          "synthetic.start_date")
+
+
+def _value(config: Config, key: str) -> Any:
+  section, name = key.split(".")
+  return getattr(getattr(config, section), name)
+
+
+def _check_range(key: str, value: Any, bounds: tuple[Any, Any, bool]) -> None:
+  low, high, low_allowed = bounds
+  if isinstance(value, Mapping):
+    for name, item in value.items():
+      _check_range(f"{key}.{name}", item, bounds)
+    return
+  if isinstance(value, tuple):
+    if not value:
+      raise ConfigError(f"{key}: must not be empty")
+    for i, item in enumerate(value):
+      _check_range(f"{key}[{i}]", item, bounds)
+    return
+  if value < low or (value == low and not low_allowed) or (high is not None and value > high):
+    wanted = (f">= {low}" if low_allowed else f"> {low}") + (
+        f" and <= {high}" if high is not None else "")
+    raise ConfigError(f"{key}: must be {wanted}, got {value!r}")
+
+
 def _validate(config: Config) -> None:
-  choices = {
-      "model.mode": (config.model.mode, ("e2e", "two_stage", "no_graph")),
-      "model.gnn": (config.model.gnn, ("graph_sage", "gatv2", "hgt")),
-      "model.bottom": (config.model.bottom, ("dcn", "mmoe")),
-      "model.gfae_loss": (config.model.gfae_loss, ("sce", "mse")),
-      "train.loss_balancer": (config.train.loss_balancer,
-                              ("gradnorm", "fixed", "uncertainty")),
-  }
-  for key, (value, allowed) in choices.items():
-    if value not in allowed:
-      raise ConfigError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
-  for key in ("train_start", "train_end", "eval_start", "eval_end"):
-    value = getattr(config.data, key)
+  """Choices, ranges, dates and the relations between keys, each error naming its key."""
+  for key, allowed in _CHOICES.items():
+    if _value(config, key) not in allowed:
+      raise ConfigError(f"{key}: {_value(config, key)!r} is not one of {', '.join(allowed)}")
+  for key, bounds in _RANGES.items():
+    _check_range(key, _value(config, key), bounds)
+  for key in _DATES:
     try:
-      datetime.date.fromisoformat(value)
+      datetime.date.fromisoformat(_value(config, key))
     except ValueError:
-      raise ConfigError(f"data.{key}: {value!r} is not a YYYY-MM-DD date") from None
-  if not config.data.train_start <= config.data.train_end < config.data.eval_start <= config.data.eval_end:
+      raise ConfigError(f"{key}: {_value(config, key)!r} is not a valid YYYY-MM-DD "
+                        "date") from None
+  data = config.data
+  if not data.train_start <= data.train_end < data.eval_start <= data.eval_end:
     raise ConfigError(
         "data: splits must satisfy train_start <= train_end < eval_start <= eval_end, "
-        f"got {config.data.train_start}..{config.data.train_end} and "
-        f"{config.data.eval_start}..{config.data.eval_end}")
+        f"got {data.train_start}..{data.train_end} and {data.eval_start}..{data.eval_end}")
+  if len(config.sampling.fanouts) != config.model.gnn_layers:
+    # Round r of message passing brings hop r+1 to the seeds: a hop without a
+    # round is sampled for nothing, a round without a hop reaches no further.
+    raise ConfigError(
+        f"sampling.fanouts: one fan-out per GNN round, so {len(config.sampling.fanouts)} "
+        f"hop(s) {list(config.sampling.fanouts)} need model.gnn_layers="
+        f"{len(config.sampling.fanouts)}, got {config.model.gnn_layers}")
+  if config.model.gnn == "hgt" and config.model.gnn_hidden_dim % 4:
+    raise ConfigError(f"model.gnn_hidden_dim: HGT's 4 heads need a multiple of 4, got "
+                      f"{config.model.gnn_hidden_dim}")
+
+
+class _YamlLoader(yaml.SafeLoader):
+  """SafeLoader that reads dates as text: config dates are strings, checked by key
+  (so `2022-13-01` is an error naming the key, not a crash in the YAML parser)."""
+
+
+_YamlLoader.add_constructor("tag:yaml.org,2002:timestamp", _YamlLoader.construct_yaml_str)
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -346,15 +434,41 @@ def parse_override(text: str) -> tuple[str, Any]:
   if "=" not in text or "." not in text.split("=", 1)[0]:
     raise ConfigError(f"override {text!r} is not of the form section.key=value")
   key, raw = text.split("=", 1)
-  return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+  try:
+    return key.strip(), yaml.load(raw, _YamlLoader) if raw.strip() else ""
+  except yaml.YAMLError as error:
+    raise ConfigError(f"override {text!r}: the value is not valid YAML "
+                      f"({_yaml_problem(error)})") from None
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+  """A YAML error's reason in one line, without its multi-line source excerpt."""
+  return " ".join(str(getattr(error, "problem", None) or error).split())
+
+
+def read_yaml(path: str) -> dict[str, Any]:
+  """The mapping in a YAML config file; ConfigError names the file (and line)."""
+  try:
+    with open(path) as f:
+      values = yaml.load(f, _YamlLoader)
+  except OSError as error:
+    raise ConfigError(f"{path}: cannot read the config file: {error.strerror}") from None
+  except yaml.YAMLError as error:
+    mark = getattr(error, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
+    raise ConfigError(f"{where}: invalid YAML: {_yaml_problem(error)}") from None
+  if values is None:
+    return {}
+  if not isinstance(values, Mapping):
+    raise ConfigError(f"{path}: expected a mapping of config sections, got "
+                      f"{type(values).__name__}")
+  return values
 
 
 def load(path: str | None = None, overrides: Sequence[str] = ()) -> Config:
   """Defaults, then the YAML file at `path`, then `section.key=value` overrides."""
   values: dict[str, Any] = Config().to_dict()
   if path:
-    with open(path) as f:
-      from_file = yaml.safe_load(f) or {}
-    values = _merge(values, from_file)
+    values = _merge(values, read_yaml(path))
   values = _merge(values, _nest(dict(parse_override(o) for o in overrides)))
   return from_dict(values)

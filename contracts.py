@@ -93,6 +93,9 @@ SAMPLING_ARTIFACTS_DIR: Final = "artifacts"
 MODEL_METRICS_FILE: Final = "eval_metrics.json"
 # A training run's final metrics (and history) in its output directory.
 RUN_METRICS_FILE: Final = "metrics.json"
+# The Evaluator's comparison in the `ModelEvaluation` artifact: JSON and a table.
+EVALUATION_METRICS_FILE: Final = "metrics.json"
+EVALUATION_TABLE_FILE: Final = "metrics.md"
 
 # --- Example features and the sampled subgraph --------------------------------
 

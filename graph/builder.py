@@ -462,12 +462,10 @@ def beam_pipeline(beam_args: Sequence[str]) -> beam.Pipeline:
 
 
 def _check_graph_config(config: GraphConfig) -> None:
+  """What config validation cannot know: the behaviours this builder makes edges of."""
   unknown = sorted(set(config.behaviours) - set(BEHAVIOURS))
   if unknown:
     raise GraphBuildError(f"graph.behaviours: unknown {unknown}; known: {list(BEHAVIOURS)}")
-  for key in ("co_engage_window", "co_engage_top_k", "shards"):
-    if getattr(config, key) < 1:
-      raise GraphBuildError(f"graph.{key} must be >= 1, got {getattr(config, key)}")
 
 
 def _example_files(examples_dir: str) -> list[str]:

@@ -37,7 +37,7 @@ SCHEMA_FILE = "examples.pbtxt"
 # Config sections each custom component reads.
 EXAMPLE_GEN_SECTIONS = ("data", "synthetic")
 GRAPH_SECTIONS = ("data", "graph")
-TRAINER_SECTIONS = ("data", "graph", "sampling", "model", "train", "serving")
+TRAINER_SECTIONS = ("data", "graph", "sampling", "model", "train", "export")
 EVALUATOR_SECTIONS = ("eval",)
 
 
@@ -89,7 +89,6 @@ def create_pipeline(config: Config, where: Locations) -> tfx_pipeline.Pipeline:
                        schema_source=where.schema_file)
 
   graph_builder = GraphBuilder(examples=example_gen.outputs["examples"],
-                               data_dir=where.data_dir,
                                config=sections(config, GRAPH_SECTIONS))
   graph_builder.add_upstream_node(gate)
 

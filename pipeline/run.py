@@ -25,7 +25,7 @@ from tfx.dsl.compiler import constants as compiler_constants
 from tfx.orchestration import metadata
 from tfx.orchestration.local import local_dag_runner
 
-from e2e_grec.components.evaluator import executor as evaluator_executor
+from e2e_grec import contracts
 from e2e_grec.config import Config
 from e2e_grec.pipeline import pipeline as pipeline_lib
 
@@ -247,9 +247,9 @@ def summary(result: RunResult) -> str:
   if evaluator:
     evaluation_dir = evaluator.uri("evaluation")
     report: dict[str, Any] = json.loads(
-        _read(os.path.join(evaluation_dir, evaluator_executor.METRICS_FILE)))
+        _read(os.path.join(evaluation_dir, contracts.EVALUATION_METRICS_FILE)))
     lines += ["", "Metrics (eval split):",
-              _read(os.path.join(evaluation_dir, evaluator_executor.TABLE_FILE)),
+              _read(os.path.join(evaluation_dir, contracts.EVALUATION_TABLE_FILE)),
               f"{'BLESSED' if report['blessed'] else 'NOT BLESSED'}: {report['message']}"]
   where = [("pipeline root (MLMD: metadata.sqlite)", result.root),
            ("resolved config", os.path.join(result.root, CONFIG_FILE)),

@@ -13,7 +13,7 @@ graph tables load as checkpoint variables, not GraphDef constants.
 
 Both return the per-task predictions (`click`, `long_view`, `like`, `skip`
 probabilities and `stay`), each float32 [N], and `score`, the weighted sum with
-`config.serving.task_weights` that ranks candidates. Only stock TensorFlow ops
+`config.export.task_weights` that ranks candidates. Only stock TensorFlow ops
 are in the exported graphs, so the SavedModel loads without tensorflow_gnn.
 """
 from __future__ import annotations
@@ -71,13 +71,11 @@ class Scorer:
   """Builds the two signature functions around one model and its sampler."""
 
   def __init__(self, model: tf.keras.Model, sampler: Any | None,
-               serving: config_lib.ServingConfig):
+               serving: config_lib.ExportConfig):
     unknown = sorted(set(serving.task_weights) - set(TASKS))
     if unknown:
-      raise ValueError(f"serving.task_weights has unknown task(s) {unknown}; "
+      raise ValueError(f"export.task_weights has unknown task(s) {unknown}; "
                        f"tasks are {', '.join(TASKS)}")
-    if serving.max_candidates < 1:
-      raise ValueError(f"serving.max_candidates must be >= 1, got {serving.max_candidates}")
     self.model = model
     # None: a no_graph model, whose requests carry no subgraph.
     self.sampler = sampler
@@ -121,7 +119,7 @@ class Scorer:
         tf.debugging.assert_less_equal(
             n, tf.constant(self.max_candidates, n.dtype),
             message=f"{signature}: too many {what}, at most {self.max_candidates} "
-            "(serving.max_candidates) per request")]
+            "(export.max_candidates) per request")]
 
   def serve_examples(self, examples: tf.Tensor) -> dict[str, tf.Tensor]:
     """Scores serialized tf.Examples, each with its own pre-sampled subgraph."""
@@ -169,7 +167,7 @@ def export_saved_model(model: tf.keras.Model, sampler: Any | None, node_tables: 
   object: its Keras serialization would trace every layer again and demand
   weights that serving never uses (the GFAE decoder). Returns `export_dir`.
   """
-  signatures = Scorer(model, sampler, config.serving).signatures()
+  signatures = Scorer(model, sampler, config.export).signatures()
   root = tf.Module(name="e2e_grec_serving")
   root.captured = list({id(v): v for fn in signatures.values() for v in fn.variables}.values())
   root.node_tables = node_tables

@@ -26,7 +26,7 @@ TINY = [
     "synthetic.authors=50", "synthetic.musics=40",
     # Pipeline mechanics, not model quality: two steps of a tiny model.
     "train.epochs=1", "train.batch_size=512", "train.max_train_steps=2",
-    "train.loss_balancer=fixed", "model.gfae=false", "sampling.fanouts=[4, 2]",
+    "train.loss_balancer=fixed", "model.gfae=false", "sampling.fanouts=[4]",
     "model.gnn_hidden_dim=8", "model.gnn_layers=1", "model.embedding_dim=8",
     "model.bottom_units=[16]", "model.tower_units=[8]", "model.cross_layers=1",
 ]

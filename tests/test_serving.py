@@ -47,7 +47,7 @@ CONFIG = config_lib.Config().replace(**{
     "model.gnn_hidden_dim": 8, "model.embedding_dim": 4, "model.bottom_units": [16],
     "model.tower_units": [8], "model.cross_layers": 1,
     "sampling.fanouts": [3, 2],
-    "serving.max_candidates": MAX_CANDIDATES, "serving.host": "127.0.0.1",
+    "export.max_candidates": MAX_CANDIDATES, "serving.host": "127.0.0.1",
     "serving.grpc_port": 0, "serving.rest_port": 0, "serving.poll_seconds": 0.2})
 
 
@@ -143,7 +143,7 @@ def _expected(model, sampler, features) -> dict[str, np.ndarray]:
   graph = tf.function(lambda u, v, d: sampler(u, v, d))(
       features["user_id"], features["video_id"], features["day"])
   out = {k: v.numpy() for k, v in model({**features, "graph": graph}).items()}
-  out["score"] = sum(w * out[t] for t, w in CONFIG.serving.task_weights.items())
+  out["score"] = sum(w * out[t] for t, w in CONFIG.export.task_weights.items())
   return out
 
 
@@ -254,7 +254,7 @@ def test_graph_tables_are_variables_not_constants(bundle, model_dir):
 
 
 def test_export_rejects_unknown_task_weights(bundle, tmp_path):
-  config = CONFIG.replace(**{"serving.task_weights": {"click": 1.0, "follow": 1.0}})
+  config = CONFIG.replace(**{"export.task_weights": {"click": 1.0, "follow": 1.0}})
   with pytest.raises(ValueError, match="follow"):
     export.export_saved_model(*bundle, config, str(tmp_path / "1"))
 
@@ -266,7 +266,7 @@ def test_no_graph_model_exports_without_a_sampler(bundle, tmp_path):
   model = E2EGRec(tables, config)
   features = _features(USER, CANDIDATES)
   expected = {k: v.numpy() for k, v in model(features).items()}
-  expected["score"] = sum(w * expected[t] for t, w in config.serving.task_weights.items())
+  expected["score"] = sum(w * expected[t] for t, w in config.export.task_weights.items())
   export.export_saved_model(model, None, tables, config, str(tmp_path / "1"))
   signatures = tf.saved_model.load(str(tmp_path / "1")).signatures
   ranked = signatures[requests.RANK_SIGNATURE](

@@ -9,17 +9,16 @@ from __future__ import annotations
 from tfx import types
 from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import component_spec, standard_artifacts
+from tfx.types.standard_component_specs import ANOMALIES_KEY
 
+from e2e_grec import contracts
 from e2e_grec.components.anomalies_gate import executor
-
-ANOMALIES_KEY = "anomalies"
-SCHEMA_SOURCE_KEY = "schema_source"
 
 
 class AnomaliesGateSpec(component_spec.ComponentSpec):
   PARAMETERS = {
       # Where the schema came from, named in the error so the user knows what to edit.
-      SCHEMA_SOURCE_KEY: component_spec.ExecutionParameter(type=str),
+      contracts.SCHEMA_SOURCE_KEY: component_spec.ExecutionParameter(type=str),
   }
   INPUTS = {ANOMALIES_KEY: component_spec.ChannelParameter(
       type=standard_artifacts.ExampleAnomalies)}
@@ -33,4 +32,5 @@ class AnomaliesGate(base_component.BaseComponent):
   EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
   def __init__(self, anomalies: types.BaseChannel, schema_source: str):
-    super().__init__(spec=AnomaliesGateSpec(anomalies=anomalies, schema_source=schema_source))
+    super().__init__(spec=AnomaliesGateSpec(**{
+        ANOMALIES_KEY: anomalies, contracts.SCHEMA_SOURCE_KEY: schema_source}))

@@ -9,7 +9,10 @@ from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx.dsl.components.base import base_executor
 from tfx.dsl.io import fileio
 from tfx.types import artifact, artifact_utils
+from tfx.types.standard_component_specs import ANOMALIES_KEY
 from tfx.utils import io_utils
+
+from e2e_grec import contracts
 
 # ExampleValidator's file per split (tfx.components.example_validator.executor).
 ANOMALIES_FILE = "SchemaDiff.pb"
@@ -60,11 +63,12 @@ class Executor(base_executor.BaseExecutor):
   def Do(self, input_dict: dict[str, list[artifact.Artifact]],
          output_dict: dict[str, list[artifact.Artifact]],
          exec_properties: dict[str, Any]) -> None:
-    anomalies = artifact_utils.get_single_instance(input_dict["anomalies"])
+    anomalies = artifact_utils.get_single_instance(input_dict[ANOMALIES_KEY])
     found = problems(load(anomalies))
     if found:
       raise DataAnomaliesError(
-          f"the examples do not match the schema ({exec_properties['schema_source']}); "
+          f"the examples do not match the schema "
+          f"({exec_properties[contracts.SCHEMA_SOURCE_KEY]}); "
           f"{len(found)} anomal{'y' if len(found) == 1 else 'ies'}:\n  "
           + "\n  ".join(found)
           + "\nFix the input data, or update the schema if the data is right. "

@@ -11,24 +11,20 @@ from typing import Optional
 from tfx import types
 from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import channel, component_spec, standard_artifacts
+from tfx.types.standard_component_specs import (BASELINE_MODEL_KEY, BLESSING_KEY,
+                                                EVALUATION_KEY, MODEL_KEY)
 
+from e2e_grec import contracts
 from e2e_grec.components.evaluator import executor
 from e2e_grec.config import Config
 
-MODEL_KEY = "model"
-BASELINE_MODEL_KEY = "baseline_model"
-LAST_BLESSED_MODEL_KEY = "last_blessed_model"
-EVALUATION_KEY = "evaluation"
-BLESSING_KEY = "blessing"
-CONFIG_KEY = "config_yaml"
-
 
 class EvaluatorSpec(component_spec.ComponentSpec):
-  PARAMETERS = {CONFIG_KEY: component_spec.ExecutionParameter(type=str)}
+  PARAMETERS = {contracts.CONFIG_KEY: component_spec.ExecutionParameter(type=str)}
   INPUTS = {
       MODEL_KEY: component_spec.ChannelParameter(type=standard_artifacts.Model),
       BASELINE_MODEL_KEY: component_spec.ChannelParameter(type=standard_artifacts.Model),
-      LAST_BLESSED_MODEL_KEY: component_spec.ChannelParameter(
+      contracts.LAST_BLESSED_MODEL_KEY: component_spec.ChannelParameter(
           type=standard_artifacts.Model, optional=True),
   }
   OUTPUTS = {
@@ -46,8 +42,9 @@ class Evaluator(base_component.BaseComponent):
   def __init__(self, model: types.BaseChannel, baseline_model: types.BaseChannel,
                config: Config, last_blessed_model: Optional[types.BaseChannel] = None):
     """`config` needs only its `eval` section."""
-    super().__init__(spec=EvaluatorSpec(
-        model=model, baseline_model=baseline_model, last_blessed_model=last_blessed_model,
-        config_yaml=config.to_yaml(),
-        evaluation=channel.Channel(type=standard_artifacts.ModelEvaluation),
-        blessing=channel.Channel(type=standard_artifacts.ModelBlessing)))
+    super().__init__(spec=EvaluatorSpec(**{
+        MODEL_KEY: model, BASELINE_MODEL_KEY: baseline_model,
+        contracts.LAST_BLESSED_MODEL_KEY: last_blessed_model,
+        contracts.CONFIG_KEY: contracts.encode_config(config),
+        EVALUATION_KEY: channel.Channel(type=standard_artifacts.ModelEvaluation),
+        BLESSING_KEY: channel.Channel(type=standard_artifacts.ModelBlessing)}))

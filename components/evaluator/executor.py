@@ -14,17 +14,15 @@ import logging
 import os
 from typing import Any, Optional
 
-import yaml
 from tfx.components.evaluator import constants
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact, artifact_utils
+from tfx.types.standard_component_specs import (BASELINE_MODEL_KEY, BLESSING_KEY,
+                                                EVALUATION_KEY, MODEL_KEY)
 from tfx.utils import io_utils
 
-from e2e_grec import config as config_lib
+from e2e_grec import contracts
 from e2e_grec.components.trainer import executor as trainer_executor
-
-METRICS_FILE = "metrics.json"
-TABLE_FILE = "metrics.md"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,11 +119,11 @@ class Executor(base_executor.BaseExecutor):
   def Do(self, input_dict: dict[str, list[artifact.Artifact]],
          output_dict: dict[str, list[artifact.Artifact]],
          exec_properties: dict[str, Any]) -> None:
-    settings = config_lib.from_dict(yaml.safe_load(exec_properties["config_yaml"])).eval
-    candidate = evaluated("candidate", artifact_utils.get_single_instance(input_dict["model"]))
+    settings = contracts.decode_config(exec_properties[contracts.CONFIG_KEY]).eval
+    candidate = evaluated("candidate", artifact_utils.get_single_instance(input_dict[MODEL_KEY]))
     baseline = evaluated("baseline", artifact_utils.get_single_instance(
-        input_dict["baseline_model"]))
-    last = input_dict.get("last_blessed_model") or []
+        input_dict[BASELINE_MODEL_KEY]))
+    last = input_dict.get(contracts.LAST_BLESSED_MODEL_KEY) or []
     last_blessed = evaluated("last blessed", last[0]) if last else None
     decision = decide(candidate, baseline, last_blessed, settings.metric,
                       settings.blessing_margin)
@@ -134,12 +132,12 @@ class Executor(base_executor.BaseExecutor):
     models = [candidate, baseline]
     if last_blessed is not None and last_blessed.artifact_id != candidate.artifact_id:
       models.append(last_blessed)
-    evaluation = artifact_utils.get_single_instance(output_dict["evaluation"])
-    io_utils.write_string_file(os.path.join(evaluation.uri, METRICS_FILE), json.dumps({
+    evaluation = artifact_utils.get_single_instance(output_dict[EVALUATION_KEY])
+    io_utils.write_string_file(os.path.join(evaluation.uri, contracts.EVALUATION_METRICS_FILE), json.dumps({
         "metric": settings.metric, "margin": settings.blessing_margin,
         "blessed": decision.blessed, "message": decision.message,
         "models": [dataclasses.asdict(m) for m in models]}, indent=2))
-    io_utils.write_string_file(os.path.join(evaluation.uri, TABLE_FILE),
+    io_utils.write_string_file(os.path.join(evaluation.uri, contracts.EVALUATION_TABLE_FILE),
                                table(models, settings.metric))
-    bless(artifact_utils.get_single_instance(output_dict["blessing"]), candidate, baseline,
+    bless(artifact_utils.get_single_instance(output_dict[BLESSING_KEY]), candidate, baseline,
           decision)

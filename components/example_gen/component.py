@@ -11,30 +11,26 @@ import hashlib
 import os
 
 from tfx.dsl.components.base import base_component, executor_spec
-from tfx.types import channel, component_spec, standard_artifacts
+from tfx.types import channel, component_spec, standard_artifacts, standard_component_specs
 
+from e2e_grec import contracts
 from e2e_grec.components.example_gen import executor
 from e2e_grec.config import Config
-
-DATA_DIR_KEY = "data_dir"
-SYNTHETIC_KEY = "synthetic"
-FINGERPRINT_KEY = "data_fingerprint"
-CONFIG_KEY = "config_yaml"
-EXAMPLES_KEY = "examples"
 
 
 class ExampleGenSpec(component_spec.ComponentSpec):
   PARAMETERS = {
       # The KuaiRand-layout directory (generated first when `synthetic`).
-      DATA_DIR_KEY: component_spec.ExecutionParameter(type=str),
-      SYNTHETIC_KEY: component_spec.ExecutionParameter(type=bool),
+      contracts.DATA_DIR_KEY: component_spec.ExecutionParameter(type=str),
+      contracts.SYNTHETIC_KEY: component_spec.ExecutionParameter(type=bool),
       # Names, sizes and modification times of the input files: changed data
       # under the same path invalidates the cache.
-      FINGERPRINT_KEY: component_spec.ExecutionParameter(type=str),
-      CONFIG_KEY: component_spec.ExecutionParameter(type=str),
+      contracts.DATA_FINGERPRINT_KEY: component_spec.ExecutionParameter(type=str),
+      contracts.CONFIG_KEY: component_spec.ExecutionParameter(type=str),
   }
   INPUTS = {}
-  OUTPUTS = {EXAMPLES_KEY: component_spec.ChannelParameter(type=standard_artifacts.Examples)}
+  OUTPUTS = {standard_component_specs.EXAMPLES_KEY: component_spec.ChannelParameter(
+      type=standard_artifacts.Examples)}
 
 
 def fingerprint(data_dir: str) -> str:
@@ -56,8 +52,9 @@ class ExampleGen(base_component.BaseComponent):
 
   def __init__(self, data_dir: str, config: Config, synthetic: bool = False):
     """`config` needs only its `data` and `synthetic` sections."""
-    super().__init__(spec=ExampleGenSpec(
-        data_dir=data_dir, synthetic=synthetic,
-        data_fingerprint="" if synthetic else fingerprint(data_dir),
-        config_yaml=config.to_yaml(),
-        examples=channel.Channel(type=standard_artifacts.Examples)))
+    super().__init__(spec=ExampleGenSpec(**{
+        contracts.DATA_DIR_KEY: data_dir, contracts.SYNTHETIC_KEY: synthetic,
+        contracts.DATA_FINGERPRINT_KEY: "" if synthetic else fingerprint(data_dir),
+        contracts.CONFIG_KEY: contracts.encode_config(config),
+        standard_component_specs.EXAMPLES_KEY: channel.Channel(
+            type=standard_artifacts.Examples)}))

@@ -14,12 +14,13 @@ from tfx.components.util import examples_utils
 from tfx.dsl.components.base import base_executor
 from tfx.dsl.io import fileio
 from tfx.proto import example_gen_pb2
-from tfx.types import artifact, artifact_utils
+from tfx.types import artifact, artifact_utils, standard_component_specs
 from tfx.utils import io_utils
 
 from e2e_grec import config as config_lib
+from e2e_grec import contracts
 from e2e_grec.components import staging
-from e2e_grec.datasets import kuairand, prepare, split
+from e2e_grec.datasets import kuairand, prepare
 
 # Written last into a generated synthetic directory: its presence means complete.
 SYNTHETIC_STAMP = "synthetic_config.yaml"
@@ -66,7 +67,7 @@ def rejected_dir(examples_uri: str) -> str:
 def keep_rejected(error: Exception, out_dir: str, keep_dir: str) -> Exception:
   """Copies prepare's quarantine and report to `keep_dir`; the error points there."""
   io_utils.copy_dir(out_dir, keep_dir, allow_regex_patterns=[
-      re.escape(prepare.QUARANTINE_FILE), re.escape(prepare.REPORT_FILE)])
+      re.escape(contracts.QUARANTINE_FILE), re.escape(contracts.PREPARE_REPORT_FILE)])
   return type(error)(str(error).replace(out_dir, keep_dir))
 
 
@@ -85,10 +86,11 @@ class Executor(base_executor.BaseExecutor):
   def Do(self, input_dict: dict[str, list[artifact.Artifact]],
          output_dict: dict[str, list[artifact.Artifact]],
          exec_properties: dict[str, Any]) -> None:
-    config = config_lib.from_dict(yaml.safe_load(exec_properties["config_yaml"]))
-    data_dir = exec_properties["data_dir"]
-    examples = artifact_utils.get_single_instance(output_dict["examples"])
-    if exec_properties["synthetic"]:
+    config = contracts.decode_config(exec_properties[contracts.CONFIG_KEY])
+    data_dir = exec_properties[contracts.DATA_DIR_KEY]
+    examples = artifact_utils.get_single_instance(
+        output_dict[standard_component_specs.EXAMPLES_KEY])
+    if exec_properties[contracts.SYNTHETIC_KEY]:
       ensure_synthetic(config.synthetic, data_dir)
     with staging.input_dir(data_dir) as local_data, \
         staging.output_dir(examples.uri) as local_out:
@@ -96,11 +98,11 @@ class Executor(base_executor.BaseExecutor):
         report = prepare.prepare(config, local_data, local_out)
       except kuairand.DataError as error:
         raise keep_rejected(error, local_out, rejected_dir(examples.uri)) from error
-    empty = [name for name in split.SPLITS if not report.splits.get(name, {}).get("rows")]
+    empty = [name for name in contracts.SPLITS if not report.splits.get(name, {}).get("rows")]
     if empty:
       raise ValueError(
           f"the {' and '.join(empty)} split(s) of {data_dir} are empty: check "
           f"data.train_start..train_end ({config.data.train_start}..{config.data.train_end}) "
           f"and data.eval_start..eval_end ({config.data.eval_start}..{config.data.eval_end}) "
           f"against the dates of the logs")
-    describe(examples, list(split.SPLITS))
+    describe(examples, list(contracts.SPLITS))

@@ -15,16 +15,16 @@ from tfx.proto import trainer_pb2
 from tfx.types import channel, component_spec, standard_artifacts, standard_component_specs
 from tfx.utils import json_utils
 
+from e2e_grec import contracts
 from e2e_grec.components import artifacts
 from e2e_grec.components.trainer import executor
 from e2e_grec.config import Config
 
-GRAPH_KEY = "graph"
-
 
 class TrainerSpec(standard_component_specs.TrainerSpec):
   INPUTS = {**standard_component_specs.TrainerSpec.INPUTS,
-            GRAPH_KEY: component_spec.ChannelParameter(type=artifacts.Graph, optional=True)}
+            contracts.GRAPH_KEY: component_spec.ChannelParameter(type=artifacts.Graph,
+                                                                 optional=True)}
 
 
 class Trainer(base_component.BaseComponent):
@@ -44,6 +44,7 @@ class Trainer(base_component.BaseComponent):
         train_args=trainer_pb2.TrainArgs(splits=["train"]),
         eval_args=trainer_pb2.EvalArgs(splits=["eval"]),
         run_fn=executor.RUN_FN,
-        custom_config=json_utils.dumps({executor.CONFIG_KEY: config.to_yaml()}),
+        custom_config=json_utils.dumps(
+            {contracts.CONFIG_KEY: contracts.encode_config(config)}),
         model=channel.Channel(type=standard_artifacts.Model),
         model_run=channel.Channel(type=standard_artifacts.ModelRun)))

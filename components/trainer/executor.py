@@ -1,7 +1,7 @@
 """Trainer work: TFX's GenericExecutor calling `run_fn`, which trains and exports.
 
 `run_fn` gets TFX's `FnArgs`; `custom_config` carries the resolved config
-(`config_yaml`) and, added by the executor, the example, graph and model
+(under `contracts.CONFIG_KEY`) and, added by the executor, the example, graph and model
 directories, since `train` reads whole artifacts (examples and node tables,
 the graph and its sampling index), not just the example files.
 """
@@ -14,22 +14,19 @@ import logging
 import os
 from typing import Any, Mapping
 
-import yaml
 from tfx.components.trainer import executor as tfx_trainer_executor
 from tfx.components.trainer import fn_args_utils
-from tfx.types import artifact, artifact_utils
+from tfx.types import artifact, artifact_utils, standard_component_specs
 from tfx.utils import io_utils, json_utils
 
-from e2e_grec import config as config_lib
+from e2e_grec import contracts
 from e2e_grec.components import staging
 
 RUN_FN = "e2e_grec.components.trainer.executor.run_fn"
-CONFIG_KEY = "config_yaml"
+# Artifact directories the executor adds to `custom_config` for `run_fn`.
 EXAMPLES_DIR_KEY = "examples_dir"
 GRAPH_DIR_KEY = "graph_dir"
 MODEL_DIR_KEY = "model_dir"
-# Beside Format-Serving in the Model artifact: what the Evaluator compares.
-MODEL_METRICS_FILE = "eval_metrics.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,12 +46,12 @@ def quality_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 
 def write_model_metrics(model_dir: str, record: ModelMetrics) -> None:
-  io_utils.write_string_file(os.path.join(model_dir, MODEL_METRICS_FILE),
+  io_utils.write_string_file(os.path.join(model_dir, contracts.MODEL_METRICS_FILE),
                              json.dumps(dataclasses.asdict(record), indent=2))
 
 
 def read_model_metrics(model_dir: str) -> ModelMetrics:
-  path = os.path.join(model_dir, MODEL_METRICS_FILE)
+  path = os.path.join(model_dir, contracts.MODEL_METRICS_FILE)
   try:
     return ModelMetrics(**json.loads(io_utils.read_string_file(path)))
   except Exception as e:  # any unreadable record names the file
@@ -67,7 +64,7 @@ def run_fn(fn_args: fn_args_utils.FnArgs) -> None:
   from e2e_grec.serving import export
 
   custom = fn_args.custom_config
-  config = config_lib.from_dict(yaml.safe_load(custom[CONFIG_KEY]))
+  config = contracts.decode_config(custom[contracts.CONFIG_KEY])
   graph_dir = custom.get(GRAPH_DIR_KEY) or None
   with contextlib.ExitStack() as stack:
     examples_dir = stack.enter_context(staging.input_dir(custom[EXAMPLES_DIR_KEY]))
@@ -89,10 +86,11 @@ class Executor(tfx_trainer_executor.GenericExecutor):
   def Do(self, input_dict: dict[str, list[artifact.Artifact]],
          output_dict: dict[str, list[artifact.Artifact]],
          exec_properties: dict[str, Any]) -> None:
-    custom = json_utils.loads(exec_properties.get("custom_config") or "null") or {}
-    custom[EXAMPLES_DIR_KEY] = artifact_utils.get_single_uri(input_dict["examples"])
-    custom[GRAPH_DIR_KEY] = (artifact_utils.get_single_uri(input_dict["graph"])
-                             if input_dict.get("graph") else "")
-    custom[MODEL_DIR_KEY] = artifact_utils.get_single_uri(output_dict["model"])
+    specs = standard_component_specs
+    custom = json_utils.loads(exec_properties.get(specs.CUSTOM_CONFIG_KEY) or "null") or {}
+    custom[EXAMPLES_DIR_KEY] = artifact_utils.get_single_uri(input_dict[specs.EXAMPLES_KEY])
+    custom[GRAPH_DIR_KEY] = (artifact_utils.get_single_uri(input_dict[contracts.GRAPH_KEY])
+                             if input_dict.get(contracts.GRAPH_KEY) else "")
+    custom[MODEL_DIR_KEY] = artifact_utils.get_single_uri(output_dict[specs.MODEL_KEY])
     super().Do(input_dict, output_dict,
-               {**exec_properties, "custom_config": json_utils.dumps(custom)})
+               {**exec_properties, specs.CUSTOM_CONFIG_KEY: json_utils.dumps(custom)})
