@@ -39,6 +39,7 @@ from tensorflow_gnn.experimental import sampler as tfgnn_sampler
 
 from benchmarks import inputs
 from e2e_grec import config as config_lib
+from e2e_grec import contracts
 from e2e_grec.datasets import vocab
 from e2e_grec.datasets.dates import day_of
 from e2e_grec.datasets.node_tables import NodeTables
@@ -186,9 +187,10 @@ def compare_with_tfgnn(data_dir: str, config: config_lib.Config, batches: int,
 
 
 def _eval_examples(examples_dir: str, limit: int) -> dict[str, np.ndarray]:
-  files = sorted(glob.glob(os.path.join(examples_dir, "Split-eval", "*")))
+  files = sorted(glob.glob(contracts.split_glob(examples_dir, contracts.EVAL_SPLIT)))
   if not files:
-    raise SystemExit(f"no eval examples under {examples_dir}/Split-eval")
+    raise SystemExit(f"no eval examples under "
+                     f"{contracts.split_dir(examples_dir, contracts.EVAL_SPLIT)}")
   spec = {k: tf.io.FixedLenFeature([], tf.int64) for k in ("user_id", "video_id", "day")}
   ds = tf.data.TFRecordDataset(files, compression_type="GZIP").take(limit).batch(limit)
   batch = tf.io.parse_example(next(iter(ds)), spec)
@@ -198,7 +200,7 @@ def _eval_examples(examples_dir: str, limit: int) -> dict[str, np.ndarray]:
 def default_config_throughput(examples_dir: str, graph_dir: str, config: config_lib.Config,
                               batches: int, rounds: int) -> dict:
   index = SamplingIndex.load(graph_dir)
-  tables = NodeTables.load(os.path.join(examples_dir, "node_tables.npz"))
+  tables = NodeTables.load(os.path.join(examples_dir, contracts.NODE_TABLES_FILE))
   sampler = SubgraphSampler(index, tables, config.sampling)
   out = {"sampling": dataclasses.asdict(config.sampling),
          "sampled_edge_sets": list(sampler.edge_set_names),

@@ -40,6 +40,7 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from benchmarks import inputs
 from e2e_grec import config as config_lib
+from e2e_grec import contracts
 from e2e_grec.datasets.node_tables import NodeTables
 from e2e_grec.graph.sampler import SubgraphSampler
 from e2e_grec.graph.sampling_index import SamplingIndex
@@ -55,7 +56,7 @@ RESULT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
 
 def request_context(examples_dir: str, tables_path: str, seed: int = 0) -> dict:
   """A user, tab, hour and day from an eval impression, and 100 real video ids."""
-  files = sorted(glob.glob(os.path.join(examples_dir, "Split-eval", "*")))
+  files = sorted(glob.glob(contracts.split_glob(examples_dir, contracts.EVAL_SPLIT)))
   spec = {k: tf.io.FixedLenFeature([], tf.int64) for k in requests.REQUEST_FEATURES}
   record = next(iter(tf.data.TFRecordDataset(files, compression_type="GZIP").take(1)))
   example = {k: int(v) for k, v in tf.io.parse_single_example(record, spec).items()}
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
   config = config_lib.Config()
 
   examples_dir, graph_dir = inputs.prepared(args, config)
-  tables_path = os.path.join(examples_dir, "node_tables.npz")
+  tables_path = os.path.join(examples_dir, contracts.NODE_TABLES_FILE)
   tables = NodeTables.load(tables_path)
   index = SamplingIndex.load(graph_dir)
   sampler = SubgraphSampler(index, tables, config.sampling)

@@ -30,6 +30,7 @@ import tensorflow as tf
 
 from benchmarks.experiments import BASE, RESULTS_DIR
 from e2e_grec import config as config_lib
+from e2e_grec import contracts
 from e2e_grec.datasets.node_tables import NodeTables
 from e2e_grec.models import train as train_lib
 from e2e_grec.models import two_stage
@@ -48,9 +49,9 @@ VARIANTS = {
 def throughput(name: str, examples: str, graph: str, steps: int, warmup: int) -> dict:
   config = config_lib.load(None, [*BASE, *VARIANTS[name]])
   mode = config.model.mode
-  tables = NodeTables.load(os.path.join(examples, train_lib.NODE_TABLES_FILE))
+  tables = NodeTables.load(os.path.join(examples, contracts.NODE_TABLES_FILE))
   cols = train_lib.load_split(examples, "train")
-  sampler = train_lib.make_sampler(config, examples, graph, tables) \
+  sampler = train_lib.make_sampler(config, graph, tables) \
       if mode != "no_graph" else None
   inputs = train_lib.Inputs(config, cols, cols, sampler, tables)
   model = E2EGRec(tables, config)
@@ -80,7 +81,7 @@ def wall_times(runs_dir: str) -> dict:
   out = {}
   for mode in ("e2e", "two_stage"):
     found = []
-    for path in sorted(glob.glob(os.path.join(runs_dir, f"{mode}_seed*", "metrics.json"))):
+    for path in sorted(glob.glob(os.path.join(runs_dir, f"{mode}_seed*", contracts.RUN_METRICS_FILE))):
       with open(path) as f:
         m = json.load(f)
       found.append({k: m.get(k) for k in ("time_to_best_s", "best_mean_gauc", "pretrain_s",

@@ -22,6 +22,7 @@ import time
 
 import numpy as np
 
+from e2e_grec import contracts
 from e2e_grec.datasets.labels import BINARY_TASKS
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -49,9 +50,9 @@ def _cli(*args: str) -> list[str]:
 
 def prepare_inputs(data: str, work: str) -> tuple[str, str]:
   examples, graph = os.path.join(work, "examples"), os.path.join(work, "graph")
-  if not os.path.exists(os.path.join(examples, "node_tables.npz")):
+  if not os.path.exists(os.path.join(examples, contracts.NODE_TABLES_FILE)):
     subprocess.run(_cli("prepare", "--data", data, "--out", examples), check=True)
-  if not os.path.exists(os.path.join(graph, "sampling_index.npz")):
+  if not os.path.exists(os.path.join(graph, contracts.SAMPLING_INDEX_FILE)):
     subprocess.run(_cli("build-graph", "--data", data, "--examples", examples,
                         "--out", graph), check=True)
   return examples, graph
@@ -60,7 +61,7 @@ def prepare_inputs(data: str, work: str) -> tuple[str, str]:
 def run_one(name: str, seed: int, examples: str, graph: str, work: str,
             extra: list[str]) -> dict | None:
   out = os.path.join(work, "runs", f"{name}_seed{seed}")
-  metrics_path = os.path.join(out, "metrics.json")
+  metrics_path = os.path.join(out, contracts.RUN_METRICS_FILE)
   if os.path.exists(metrics_path):
     logging.info("%s seed %d: done before, reusing %s", name, seed, metrics_path)
   else:

@@ -26,6 +26,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from e2e_grec.config import Config
+from e2e_grec.contracts import GRAPH_INPUT
 from e2e_grec.datasets.labels import BINARY_TASKS, REGRESSION_TASKS
 from e2e_grec.datasets.node_tables import NodeTables
 from e2e_grec.models import encoder as encoder_lib
@@ -83,10 +84,10 @@ class E2EGRec(tfrs.Model):
       return None, None
     if all(key in inputs for key in PRECOMPUTED.values()):
       return {ns: inputs[key] for ns, key in PRECOMPUTED.items()}, None
-    if "graph" not in inputs:
-      raise ValueError(f"mode {self.mode!r} needs input 'graph' (the sampled subgraph) "
-                       f"or precomputed {sorted(PRECOMPUTED.values())}")
-    graph = inputs["graph"]
+    if GRAPH_INPUT not in inputs:
+      raise ValueError(f"mode {self.mode!r} needs input {GRAPH_INPUT!r} (the sampled "
+                       f"subgraph) or precomputed {sorted(PRECOMPUTED.values())}")
+    graph = inputs[GRAPH_INPUT]
     masks = self.gfae.sample_masks(graph) if training and self.trains_gfae else None
     encoded = self.encoder(graph, masks=masks, training=training and self.mode == "e2e")
     gfae_loss = self.gfae(encoded, masks) if masks is not None else None

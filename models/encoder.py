@@ -17,14 +17,15 @@ import tensorflow_gnn as tfgnn
 from tensorflow_gnn.models import gat_v2, graph_sage, hgt
 
 from e2e_grec.config import ModelConfig
+from e2e_grec.contracts import NODE_ID_FEATURE, SEED_NODE_SETS, readout_edge_set
 from e2e_grec.datasets.node_tables import NODE_SETS, NodeTables
 
-READOUT_NODE_SETS = ("user", "video")
+READOUT_NODE_SETS = SEED_NODE_SETS
 
 
 def seed_mask(graph: tfgnn.GraphTensor, node_set: str) -> tf.Tensor:
   """bool [N] of `node_set`: True for nodes that are some example's seed."""
-  readout = graph.edge_sets[f"_readout/{node_set}"].adjacency.source
+  readout = graph.edge_sets[readout_edge_set(node_set)].adjacency.source
   size = graph.node_sets[node_set].total_size
   hits = tf.math.unsorted_segment_max(tf.ones_like(readout), readout, size)
   return hits > 0
@@ -83,10 +84,10 @@ class NodeInputs(tf.keras.layers.Layer):
     for ns in graph.node_sets:
       if ns not in self._ids:
         continue
-      x = self.node_input(ns, graph.node_sets[ns]["id"])
+      x = self.node_input(ns, graph.node_sets[ns][NODE_ID_FEATURE])
       if masks is not None and ns in masks:
         x = tf.where(masks[ns][:, None], self._mask_token[ns][None, :], x)
-      states[ns] = {"id": graph.node_sets[ns]["id"],
+      states[ns] = {NODE_ID_FEATURE: graph.node_sets[ns][NODE_ID_FEATURE],
                     tfgnn.HIDDEN_STATE: self._project[ns](x)}
     return graph.replace_features(node_sets=states)
 

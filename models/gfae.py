@@ -18,6 +18,7 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_gnn as tfgnn
 
+from e2e_grec.contracts import NODE_ID_FEATURE
 from e2e_grec.datasets.node_tables import NodeTables
 from e2e_grec.models.encoder import READOUT_NODE_SETS, seed_mask
 
@@ -74,7 +75,7 @@ class GraphFeatureAutoEncoder(tf.keras.layers.Layer):
     total, count = tf.constant(0.0), tf.constant(0.0)
     for ns, mask in masks.items():
       states = tf.boolean_mask(encoded.node_sets[ns][tfgnn.HIDDEN_STATE], mask)
-      index = tf.boolean_mask(encoded.node_sets[ns]["id"], mask)
+      index = tf.boolean_mask(encoded.node_sets[ns][NODE_ID_FEATURE], mask)
       per_node = tf.zeros_like(states[:, 0])
       if ns in self._dense_heads:
         target = self._tables.dense(ns, index)

@@ -38,6 +38,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
+from e2e_grec import contracts
 from e2e_grec.config import Config
 from e2e_grec.datasets import examples as examples_lib
 from e2e_grec.datasets.labels import BINARY_TASKS, REGRESSION_TASKS
@@ -55,7 +56,6 @@ LOG_FILE = "train_log.jsonl"
 _SCALAR_METADATA = summary_pb2.SummaryMetadata(
     plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
 ).SerializeToString()
-NODE_TABLES_FILE = "node_tables.npz"
 
 
 @dataclasses.dataclass
@@ -77,7 +77,7 @@ def load_split(examples_dir: str, split: str) -> dict[str, np.ndarray]:
   return columns
 
 
-def make_sampler(config: Config, examples_dir: str, graph_dir: str, tables: NodeTables):
+def make_sampler(config: Config, graph_dir: str, tables: NodeTables):
   from e2e_grec.graph.sampler import SubgraphSampler
   from e2e_grec.graph.sampling_index import SamplingIndex
   return SubgraphSampler(SamplingIndex.load(graph_dir), tables, config.sampling)
@@ -103,7 +103,7 @@ class Inputs:
       ds = ds.map(self.cache_fn, num_parallel_calls=tf.data.AUTOTUNE)
     elif self._sampler is not None:
       sampler = self._sampler
-      ds = ds.map(lambda b: {**b, "graph": sampler(b["user_id"], b["video_id"], b["day"],
+      ds = ds.map(lambda b: {**b, contracts.GRAPH_INPUT: sampler(b["user_id"], b["video_id"], b["day"],
                                                    seed=seed)},
                   num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
@@ -202,7 +202,7 @@ def build_and_train(config: Config, examples_dir: str, graph_dir: str | None, ou
   config.save(os.path.join(out_dir, "config.yaml"))
   tf.keras.utils.set_random_seed(config.train.seed)
   mode = config.model.mode
-  tables_path = os.path.join(examples_dir, NODE_TABLES_FILE)
+  tables_path = os.path.join(examples_dir, contracts.NODE_TABLES_FILE)
   if not os.path.exists(tables_path):
     raise FileNotFoundError(f"no node tables at {tables_path}; run `e2e-grec prepare` first")
   tables = NodeTables.load(tables_path)
@@ -211,7 +211,7 @@ def build_and_train(config: Config, examples_dir: str, graph_dir: str | None, ou
   if mode != "no_graph":
     if not graph_dir:
       raise ValueError(f"model.mode={mode} needs the graph directory (build-graph output)")
-    sampler = make_sampler(config, examples_dir, graph_dir, tables)
+    sampler = make_sampler(config, graph_dir, tables)
   inputs = Inputs(config, train_cols, eval_cols, sampler, tables)
   logging.info("train: mode=%s, %d train / %d eval examples, %d steps per epoch",
                mode, len(train_cols["user_id"]), len(eval_cols["user_id"]),
@@ -318,7 +318,7 @@ def build_and_train(config: Config, examples_dir: str, graph_dir: str | None, ou
 
   model.save_weights(os.path.join(out_dir, "weights", "model"))
   plot_weights(run_log.records(), os.path.join(out_dir, "gradnorm_weights.png"))
-  with open(os.path.join(out_dir, "metrics.json"), "w") as f:
+  with open(os.path.join(out_dir, contracts.RUN_METRICS_FILE), "w") as f:
     f.write(metrics_lib.to_json(final))
   with open(os.path.join(out_dir, "metrics.md"), "w") as f:
     f.write(metrics_lib.to_markdown(final, model.binary_tasks, model.regression_tasks))

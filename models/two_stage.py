@@ -24,6 +24,7 @@ from typing import Callable, Mapping
 import numpy as np
 import tensorflow as tf
 
+from e2e_grec.contracts import GRAPH_INPUT
 from e2e_grec.datasets.node_tables import NodeTables
 from e2e_grec.graph.sampling_index import DAY_RADIX
 from e2e_grec.models import encoder as encoder_lib
@@ -62,7 +63,7 @@ def pretrain(model: E2EGRec, batches: Callable[[int], tf.data.Dataset], epochs: 
   @tf.function(input_signature=[batches(0).element_spec])
   def step(inputs):
     with tf.GradientTape() as tape:
-      graph = inputs["graph"]
+      graph = inputs[GRAPH_INPUT]
       masks = model.gfae.sample_masks(graph) if model.gfae is not None else None
       encoded = model.encoder(graph, masks=masks, training=True)
       emb = encoder_lib.readout(encoded)

@@ -26,11 +26,9 @@ import tensorflow as tf
 import tensorflow_gnn as tfgnn
 
 from e2e_grec import config as config_lib
+from e2e_grec.contracts import GRAPH_INPUT
 from e2e_grec.serving.requests import (EXAMPLES_INPUT, EXAMPLES_SIGNATURE, RANK_SIGNATURE,
                                        REQUEST_FEATURES, SCORE, TASKS)
-
-GRAPH_KEY = "graph"
-
 
 def example_graph_spec(sampler: Any) -> tfgnn.GraphTensorSpec:
   """The sampler's spec for one example's subgraph, with free sizes."""
@@ -101,7 +99,7 @@ class Scorer:
     """The model's task outputs as float32 [N] each, plus the ranking score."""
     inputs = dict(features)
     if graph is not None:
-      inputs[GRAPH_KEY] = graph
+      inputs[GRAPH_INPUT] = graph
     predictions = self.model(inputs, training=False)
     missing = [t for t in TASKS if t not in predictions]
     if missing:

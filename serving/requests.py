@@ -13,16 +13,17 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 
+from e2e_grec.contracts import DAY, HOUR, TAB, USER_ID, VIDEO_ID
 from e2e_grec.datasets import dates, labels
 
 EXAMPLES_SIGNATURE = "serving_default"
 RANK_SIGNATURE = "rank"
 EXAMPLES_INPUT = "examples"
 # Request features of every example (int64 scalars); see docs/ARCHITECTURE.md.
-REQUEST_FEATURES = ("user_id", "video_id", "tab", "hour", "day")
+REQUEST_FEATURES = (USER_ID, VIDEO_ID, TAB, HOUR, DAY)
 # Inputs of `rank`: `video_ids` [N]; the others hold one value (scalar or [1])
 # for the whole request, or one value per candidate ([N]).
-RANK_INPUTS = ("user_id", "video_ids", "tab", "hour", "day")
+RANK_INPUTS = (USER_ID, "video_ids", TAB, HOUR, DAY)
 TASKS = labels.TASKS
 SCORE = "score"
 OUTPUTS = TASKS + (SCORE,)

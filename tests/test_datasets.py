@@ -14,6 +14,7 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 from e2e_grec import config as config_lib
 from e2e_grec import contracts
 from e2e_grec.datasets import examples, kuairand, labels, prepare, split, synthetic, vocab
+from e2e_grec.datasets import history as history_lib
 from e2e_grec.datasets import node_tables
 from e2e_grec.datasets.dates import date_of, day_of, day_of_ms
 
@@ -260,6 +261,18 @@ def test_optional_history_absent_gives_empty_frame(raw_dir, tmp_path):
   assert list(history.columns) == ["user_id", "day", "watch", "like", "long_view"]
   report = prepare.prepare(config_lib.Config(), data, str(tmp_path / "out"))
   assert report.rows_out == TINY.impressions
+
+
+def test_prepare_hands_the_validated_history_to_the_graph_builder(raw_dir, prepared):
+  """history.npz holds one (user, video, day) row per listed history video."""
+  out, _ = prepared
+  saved = history_lib.load(os.path.join(out, contracts.HISTORY_FILE))
+  frame = kuairand.read_user_history(raw_dir)
+  lists = [w + l + v for w, l, v in zip(frame["watch"], frame["like"], frame["long_view"])]
+  expected = sorted((u, v, d) for u, d, videos in zip(frame["user_id"], frame["day"], lists)
+                    for v in videos)
+  assert expected  # the synthetic history is not empty
+  assert sorted(zip(*(saved[c].tolist() for c in history_lib.COLUMNS))) == expected
 
 
 def test_schema_file_matches_the_feature_spec():

@@ -7,7 +7,7 @@ import tensorflow_gnn as tfgnn
 
 from e2e_grec import config as config_lib
 from e2e_grec.models import encoder as encoder_lib
-from e2e_grec.models import toy_data
+import toy_data
 from e2e_grec.models.e2e_grec import E2EGRec
 from e2e_grec.models.gfae import GraphFeatureAutoEncoder
 

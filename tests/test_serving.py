@@ -32,7 +32,7 @@ from e2e_grec import config as config_lib
 from e2e_grec.datasets.node_tables import NodeTables
 from e2e_grec.graph.sampler import SubgraphSampler
 from e2e_grec.graph.sampling_index import EdgeArrays, SamplingIndex
-from e2e_grec.models import toy_data
+import toy_data
 from e2e_grec.models.e2e_grec import E2EGRec
 from e2e_grec.serving import client, export, requests, server as server_lib
 

@@ -6,7 +6,8 @@ import e2e_grec  # noqa: F401  (legacy Keras before TensorFlow)
 import pytest
 
 from e2e_grec import config as config_lib
-from e2e_grec.models import toy_data, train
+import toy_data
+from e2e_grec.models import train
 
 
 class Killed(Exception):

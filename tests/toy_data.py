@@ -13,13 +13,15 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_gnn as tfgnn
 
+from e2e_grec import contracts
+from e2e_grec.contracts import NODE_ID_FEATURE, READOUT, readout_edge_set
 from e2e_grec.datasets.node_tables import NodeTables
 
 TOY_SIZES = {"user": 12, "video": 20, "author": 5, "tag": 4, "music": 3, "tab": 3}
 
 
 def toy_node_table_arrays(seed: int = 0) -> dict[str, np.ndarray]:
-  """Arrays in the `node_tables.npz` layout (raw ids = 100 + index)."""
+  """Arrays in the node-tables layout (raw ids = 100 + index)."""
   rng = np.random.default_rng(seed)
   arrays: dict[str, np.ndarray] = {}
   for ns, n in TOY_SIZES.items():
@@ -109,14 +111,14 @@ def toy_graph(user_index: np.ndarray, video_index: np.ndarray, *, fanout: int = 
   def nodes(ids):
     return tfgnn.NodeSet.from_fields(
         sizes=tf.constant([len(ids)]),
-        features={"id": tf.constant(np.asarray(ids, np.int64).reshape(-1), tf.int64)})
+        features={NODE_ID_FEATURE: tf.constant(np.asarray(ids, np.int64).reshape(-1), tf.int64)})
 
   batch = len(user_index)
   return tfgnn.GraphTensor.from_pieces(
       node_sets={
           "user": nodes(user_ids), "video": nodes(video_ids), "author": nodes(author_ids),
           "tag": nodes(tag_ids), "music": nodes(music_ids),
-          "_readout": tfgnn.NodeSet.from_fields(sizes=tf.constant([batch]), features={}),
+          READOUT: tfgnn.NodeSet.from_fields(sizes=tf.constant([batch]), features={}),
       },
       edge_sets={
           "click": edges("user", click_src, "video", click_tgt),
@@ -125,9 +127,10 @@ def toy_graph(user_index: np.ndarray, video_index: np.ndarray, *, fanout: int = 
           "authored_by": edges("video", list(range(n_video)), "author", list(range(n_video))),
           "tagged": edges("video", list(range(n_video)), "tag", list(range(n_video))),
           "with_music": edges("video", [0, 1], "music", [0, 1]),
-          "_readout/user": edges("user", list(user_seed_pos), "_readout", list(range(batch))),
-          "_readout/video": edges("video", list(video_seed_pos), "_readout",
-                                  list(range(batch))),
+          readout_edge_set("user"): edges("user", list(user_seed_pos), READOUT,
+                                          list(range(batch))),
+          readout_edge_set("video"): edges("video", list(video_seed_pos), READOUT,
+                                           list(range(batch))),
       })
 
 
@@ -156,7 +159,7 @@ def write_toy_run_inputs(root: str, *, train_examples: int = 256, eval_examples:
   examples_dir, graph_dir = os.path.join(root, "examples"), os.path.join(root, "graph")
   os.makedirs(examples_dir, exist_ok=True)
   os.makedirs(graph_dir, exist_ok=True)
-  save_arrays(os.path.join(examples_dir, "node_tables.npz"), arrays)
+  save_arrays(os.path.join(examples_dir, contracts.NODE_TABLES_FILE), arrays)
 
   def columns(n, first_day, days):
     user = rng.integers(0, TOY_SIZES["user"], size=n)
@@ -171,8 +174,8 @@ def write_toy_run_inputs(root: str, *, train_examples: int = 256, eval_examples:
             "stay": (signal * 2.0 + rng.random(n)).astype(np.float32)}
 
   train = columns(train_examples, 19100, 10)
-  examples_lib.write(examples_lib.split_path(examples_dir, "train"), train)
-  examples_lib.write(examples_lib.split_path(examples_dir, "eval"),
+  examples_lib.write(contracts.split_file(examples_dir, contracts.TRAIN_SPLIT), train)
+  examples_lib.write(contracts.split_file(examples_dir, contracts.EVAL_SPLIT),
                      columns(eval_examples, 19110, 2))
   user, video = train["user_id"] - 99, train["video_id"] - 99  # node index = raw - 99
   videos = np.arange(1, TOY_SIZES["video"] + 1)
