@@ -19,8 +19,10 @@ from e2e_grec import config as config_lib
 # --- Packaged schemas --------------------------------------------------------
 
 _PACKAGE_DIR: Final = os.path.dirname(os.path.abspath(__file__))
-# The TFMD schema of the prepared tf.Examples (ImportSchemaGen's input).
-EXAMPLES_SCHEMA_PATH: Final = os.path.join(_PACKAGE_DIR, "schemas", "examples.pbtxt")
+# The TFMD schema of the prepared tf.Examples (ImportSchemaGen's input), inside
+# the package (the Kubeflow image joins it to its own install path).
+EXAMPLES_SCHEMA_RELPATH: Final = os.path.join("schemas", "examples.pbtxt")
+EXAMPLES_SCHEMA_PATH: Final = os.path.join(_PACKAGE_DIR, EXAMPLES_SCHEMA_RELPATH)
 # The TF-GNN GraphSchema template the graph builder fills in.
 GRAPH_SCHEMA_TEMPLATE_PATH: Final = os.path.join(_PACKAGE_DIR, "schemas",
                                                  "graph_schema.pbtxt")

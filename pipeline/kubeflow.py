@@ -14,6 +14,7 @@ import os
 
 from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
 
+from e2e_grec import contracts
 from e2e_grec.config import Config
 from e2e_grec.pipeline import pipeline as pipeline_lib
 
@@ -26,7 +27,7 @@ def locations(config: Config) -> pipeline_lib.Locations:
   root = config.pipeline.kubeflow_root.rstrip("/")
   return pipeline_lib.locations(
       config, root=root, serving_dir=f"{root}/serving",
-      schema_file=os.path.join(IMAGE_PACKAGE_DIR, "schemas", pipeline_lib.SCHEMA_FILE),
+      schema_file=os.path.join(IMAGE_PACKAGE_DIR, contracts.EXAMPLES_SCHEMA_RELPATH),
       metadata_path=None)
 
 

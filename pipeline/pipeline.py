@@ -25,7 +25,7 @@ from tfx.orchestration import pipeline as tfx_pipeline
 from tfx.proto import pusher_pb2
 from tfx.types import channel, standard_artifacts
 
-from e2e_grec import schemas
+from e2e_grec import contracts
 from e2e_grec.components.anomalies_gate.component import AnomaliesGate
 from e2e_grec.components.evaluator.component import Evaluator
 from e2e_grec.components.example_gen.component import ExampleGen
@@ -33,7 +33,6 @@ from e2e_grec.components.graph_builder.component import GraphBuilder
 from e2e_grec.components.trainer.component import Trainer
 from e2e_grec.config import Config
 
-SCHEMA_FILE = "examples.pbtxt"
 # Config sections each custom component reads.
 EXAMPLE_GEN_SECTIONS = ("data", "synthetic")
 GRAPH_SECTIONS = ("data", "graph")
@@ -54,7 +53,7 @@ class Locations:
 
 def default_schema_file() -> str:
   """schemas/examples.pbtxt of the installed package (local runs)."""
-  return os.path.join(os.path.dirname(schemas.__file__), SCHEMA_FILE)
+  return contracts.EXAMPLES_SCHEMA_PATH
 
 
 def synthetic_data_dir(root: str, config: Config) -> str:

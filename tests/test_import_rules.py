@@ -23,8 +23,8 @@ ALLOWED = {
     "serving": _LOW | {"datasets", "graph", "models"},
     "training": _LOW | {"datasets", "graph", "models", "serving"},
     "components": _LOW | {"datasets", "graph", "models", "serving", "training"},
-    # pipeline/ only wires components (and reads the packaged schemas).
-    "pipeline": _LOW | {"components", "schemas"},
+    # pipeline/ only wires components.
+    "pipeline": _LOW | {"components"},
     # Entry points and measurements may use every layer.
     "cli": None,
     "benchmarks": None,
