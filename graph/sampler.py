@@ -17,8 +17,9 @@ subgraph"). How it works:
   later are therefore never reachable, at any hop.
 * Expansion. Hop h follows the steps of the `SamplingPlan` (every configured
   edge set and its `rev_` set whose source set is in the hop's frontier, with
-  fan-out `fanouts[h]` or the per-edge-set override). Neighbours already in the subgraph are linked, not
-  duplicated; only newly reached nodes form the next frontier.
+  fan-out `fanouts[h]` or the per-edge-set override). Neighbours already in
+  the subgraph are linked, not duplicated; only newly reached nodes form the
+  next frontier.
 * Neighbour choice: rotated stratified sampling without replacement. With d
   admissible neighbours and fan-out k: if d <= k all are taken; otherwise the
   prefix is rotated by a random offset, cut into k contiguous strata of
@@ -104,8 +105,7 @@ class SubgraphSampler(tf.Module):
         config)
     self.steps = self.plan.steps
     self.edge_set_names = self.plan.edge_set_names
-    self.endpoints = {n: (index.edge_sets[n].source_set, index.edge_sets[n].target_set)
-                      for n in self.edge_set_names}
+    self.endpoints = {s.edge_set: (s.source_set, s.target_set) for s in self.steps}
     self._with_tab = tuple(n for n in self.edge_set_names
                            if index.edge_sets[n].tab is not None)
     # One global node numbering: node set i occupies [offset[i], offset[i+1]).
