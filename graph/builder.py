@@ -494,13 +494,14 @@ def _load_node_tables(path: str) -> dict[str, np.ndarray]:
   return arrays
 
 
-def _history_file(examples_dir: str) -> str | None:
-  """`prepare`'s history file, or None (with a warning) if it wrote none."""
+def _history_file(examples_dir: str) -> str:
+  """`prepare`'s history file (empty when the logs have no pre-period history)."""
   path = os.path.join(examples_dir, contracts.HISTORY_FILE)
   if not tf.io.gfile.exists(path):
-    logging.warning("graph build: no %s in %s; the history edge set is empty",
-                    contracts.HISTORY_FILE, examples_dir)
-    return None
+    raise GraphBuildError(
+        f"no pre-period history at {path}: these examples were prepared by an older "
+        "version; rerun `e2e-grec prepare` (or the pipeline with "
+        "pipeline.enable_cache=false)")
   return path
 
 

@@ -232,6 +232,10 @@ def test_empty_or_missing_inputs_give_clear_errors(tmp_path):
     builder.build_graph(config, examples_dir, str(tmp_path / "g"))
   with pytest.raises(builder.GraphBuildError, match="graph.behaviours: unknown"):
     builder.build_graph(toy_config(behaviours=["share"]), examples_dir, str(tmp_path / "g"))
+  examples_dir = write_toy_prepared(str(tmp_path / "no_history"))
+  os.remove(os.path.join(examples_dir, contracts.HISTORY_FILE))
+  with pytest.raises(builder.GraphBuildError, match="no pre-period history.*rerun"):
+    builder.build_graph(config, examples_dir, str(tmp_path / "g"))
 
 
 def test_multi_process_runner_builds_the_same_graph(toy_graph, tmp_path):
