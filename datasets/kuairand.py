@@ -101,7 +101,8 @@ INT64_MAX = np.iinfo(np.int64).max
 MAX_RAW_CHARS = 10_000  # of a quarantined line kept in quarantine.csv
 _GZIP_MAGIC = b"\x1f\x8b"
 _BOM = b"\xef\xbb\xbf"
-_ID_LIST_RE = r"(?:\d+(?: \d+)*)?"
+# Lists whose ids are all below 10**18 (others are checked one by one).
+_ID_LIST_RE = r"(?:\d{1,18}(?: \d{1,18})*)?"
 # An integer as written by any CSV writer: digits, optionally signed "+", or a
 # float rendering of an integer ("12.0"); group 1 holds the significant digits.
 _INTEGER_RE = r"^\s*\+?0*(\d{1,19})(?:\.0*)?\s*$"
@@ -357,20 +358,16 @@ def _is_empty(raw: pd.Series) -> pd.Series:
 
 def _exact_integers(raw: pd.Series) -> tuple[pd.Series, pd.Series]:
   """int64 values (-1 where invalid) and which entries are non-negative integers
-  within int64. Read from the text, never through float64, so ids above 2**53 stay
-  exact; the common all-valid column takes pandas' exact integer parser."""
-  try:
-    number = pd.to_numeric(raw)
-    if number.dtype == np.int64:
-      valid = number >= 0
-      return number.where(valid, -1), valid
-  except (ValueError, TypeError):
-    pass
+  within int64. A column pandas parsed as int64 is exact; any other is read from
+  its text, never through float64, so ids above 2**53 stay exact."""
+  if raw.dtype == np.int64:
+    valid = raw >= 0
+    return raw.where(valid, -1), valid
   digits = raw.fillna("").astype(str).str.extract(_INTEGER_RE, expand=False)
   valid = digits.notna() & ((digits.str.len() < 19) | (digits <= str(INT64_MAX)))
-  values = pd.Series(-1, index=raw.index, dtype=np.int64)
-  values[valid] = digits[valid].astype(np.int64)
-  return values, valid
+  values = np.full(len(raw), -1, np.int64)
+  values[valid.to_numpy()] = digits[valid].astype(np.int64).to_numpy()
+  return pd.Series(values, index=raw.index), valid
 
 
 def _id_problem(text: str) -> str:
@@ -388,9 +385,12 @@ def _id_problem(text: str) -> str:
   return "non-integer id"
 
 
-def _id_list_problem(text: str) -> bool:
-  """Whether a space-separated id list has an id beyond int64."""
-  return any(len(token) >= 19 and int(token) > INT64_MAX for token in text.split())
+def _id_list_problem(text: str) -> str:
+  """Why a space-separated list is not of ids ("" if it is: long ids within int64)."""
+  tokens = text.split()
+  if " ".join(tokens) != text or not all(token.isdigit() for token in tokens):
+    return "non-numeric id"
+  return "id out of int64 range" if max(map(int, tokens)) > INT64_MAX else ""
 
 
 def _validate_chunk(frame: pd.DataFrame, spec: TableSpec
@@ -415,12 +415,10 @@ def _validate_chunk(frame: pd.DataFrame, spec: TableSpec
       out[column] = raw.fillna("").astype(str)
     elif kind == ID_LIST:
       text = raw.fillna("").astype(str).str.strip()
-      well_formed = text.str.fullmatch(_ID_LIST_RE)
-      fail(~well_formed, "non-numeric id", column, raw)
-      long = well_formed & text.str.contains(r"\d{19}")
-      if long.any():
-        fail(long & text.where(long, "").map(_id_list_problem), "id out of int64 range",
-             column, raw)
+      unusual = ~text.str.fullmatch(_ID_LIST_RE)
+      if unusual.any():
+        what = text[unusual].map(_id_list_problem)
+        fail(unusual & what.reindex(text.index, fill_value="").ne(""), what, column, raw)
       out[column] = text
     elif kind == DATE:
       text = raw.fillna("").astype(str).str.strip()
@@ -458,20 +456,26 @@ def _frame(path: str, header: list[str], lines: list[str], good: np.ndarray,
   """The spec's columns of the well-formed lines, indexed by chunk offset.
 
   Every line given has exactly the header's fields and balanced quotes on its own,
-  so pandas' C parser splits it as the csv module does. Only numeric side
-  features are parsed by it; the rest stays text for exact validation.
+  so pandas' C parser splits it as the csv module does. Integer columns it cannot
+  parse as int64 are read again as text, for exact validation.
   """
   names = list(spec.kinds)
   if not len(good):
     return pd.DataFrame({c: pd.Series(dtype=object) for c in names})
+  text = "\n".join(lines[i] for i in good)
   positions = [header.index(c) for c in names]
-  frame = pd.read_csv(
-      io.StringIO("\n".join(lines[i] for i in good)), header=None, usecols=positions,
-      dtype={p: str for p, c in zip(positions, names) if spec.kinds[c] != NUMBER},
-      keep_default_na=False, na_values=[""], engine="c")
+  read = lambda columns, parsed: pd.read_csv(
+      io.StringIO(text), header=None, usecols=columns, keep_default_na=False,
+      na_values=[""], engine="c",
+      dtype={p: str for p, c in zip(positions, names) if spec.kinds[c] not in parsed})
+  frame = read(positions, (NUMBER,) + _INTEGER_KINDS)
   if len(frame) != len(good):
     raise DataError(f"{path}: pandas read {len(frame)} rows where {len(good)} "
                     f"well-formed lines were given (a reader bug; please report it)")
+  inexact = [p for p, c in zip(positions, names)
+             if spec.kinds[c] in _INTEGER_KINDS and frame[p].dtype != np.int64]
+  if inexact:
+    frame[inexact] = read(inexact, (NUMBER,))
   return frame[positions].set_axis(names, axis=1).set_axis(good)
 
 
