@@ -102,10 +102,10 @@ MAX_RAW_CHARS = 10_000  # of a quarantined line kept in quarantine.csv
 _GZIP_MAGIC = b"\x1f\x8b"
 _BOM = b"\xef\xbb\xbf"
 # Lists whose ids are all below 10**18 (others are checked one by one).
-_ID_LIST_RE = r"(?:\d{1,18}(?: \d{1,18})*)?"
-# An integer as written by any CSV writer: digits, optionally signed "+", or a
-# float rendering of an integer ("12.0"); group 1 holds the significant digits.
-_INTEGER_RE = r"^\s*\+?0*(\d{1,19})(?:\.0*)?\s*$"
+_ID_LIST_RE = r"(?:[0-9]{1,18}(?: [0-9]{1,18})*)?"
+# An integer as CSV writers write it: ASCII digits, maybe signed "+", or a float
+# rendering of an integer ("12.0"); group 1 holds the significant digits.
+_INTEGER_RE = r"^\s*\+?0*([0-9]{1,19})(?:\.0*)?\s*$"
 
 
 class DataError(ValueError):
@@ -291,7 +291,10 @@ def _header(path: str, line: bytes, spec: TableSpec) -> list[str]:
 
 def _column_at(header: list[str], prefix: str) -> str:
   """Name of the column in which a line that starts with `prefix` continues."""
-  index = len(next(csv.reader([prefix]), [""])) - 1
+  try:
+    index = len(next(csv.reader([prefix]), [""])) - 1
+  except csv.Error:  # a field beyond the csv module's size limit: count commas
+    index = prefix.count(",")
   return header[index] if index < len(header) else f"field {index + 1}"
 
 
@@ -330,7 +333,7 @@ def _line_problem(line: str, header: list[str]) -> tuple[str, str] | None:
       if "unexpected end of data" in str(error):
         column = _column_at(header, line)
         return f"unbalanced quote: {column} (a quoted field does not end on its line)", column
-      return f"bad quoting: {error}", ""
+      return f"unparsable CSV: {error}", ""
   else:
     fields = line.split(",") if line else []
   if len(fields) != len(header):
@@ -376,19 +379,21 @@ def _id_problem(text: str) -> str:
     value = decimal.Decimal(text.strip())
   except decimal.InvalidOperation:
     return "non-numeric id"
-  if not value.is_finite():
+  if not (text.isascii() and value.is_finite()):
     return "non-numeric id"
   if value < 0:
     return "negative id"
   if value > INT64_MAX:
     return "id out of int64 range"
-  return "non-integer id"
+  if value != value.to_integral_value():
+    return "non-integer id"
+  return "id not written as an integer"
 
 
 def _id_list_problem(text: str) -> str:
   """Why a space-separated list is not of ids ("" if it is: long ids within int64)."""
   tokens = text.split()
-  if " ".join(tokens) != text or not all(token.isdigit() for token in tokens):
+  if " ".join(tokens) != text or not all(t.isascii() and t.isdigit() for t in tokens):
     return "non-numeric id"
   return "id out of int64 range" if max(map(int, tokens)) > INT64_MAX else ""
 

@@ -46,15 +46,19 @@ def test_a_line_that_does_not_parse_on_its_own_is_quarantined_alone(tmp_path):
   CR quarantines its line, and the next line is read afresh."""
   rest = [_log_row(user=str(i)) for i in range(100, 2100)]  # > the csv field limit
   lines = [_log_row(tab='"1'), "1,2,3", _log_row(video='"5'), '5",20220425', *GOOD,
-           _log_row(user="1\x002"), _log_row(duration="3\r0"), *rest]
+           _log_row(user="1\x002"), _log_row(duration="3\r0"),
+           _log_row(tab='"' + "9" * 200_000),
+           _log_row(video='"' + "9" * 200_000 + '"', duration="3\x00"), *rest]
   log, stats, rows = _read_log(_write(tmp_path / LOG, LOG_HEADER, lines))
   assert [(line, reason.split(" (")[0]) for _, line, reason, _ in rows] == [
       (2, "unbalanced quote: tab"), (3, "wrong column count: expected 19, got 3"),
       (4, "unbalanced quote: video_id"), (5, "wrong column count: expected 19, got 2"),
-      (16, "binary data: NUL byte"), (17, "stray carriage return")]
+      (16, "binary data: NUL byte"), (17, "stray carriage return"),
+      (18, "unparsable CSV: field larger than field limit"),
+      (19, "binary data: NUL byte")]
   assert [raw for *_, raw in rows[:2]] == lines[:2]
   assert len(log) == stats.rows_out == len(GOOD) + len(rest)
-  assert stats.columns == {"tab": 1, "video_id": 1, "user_id": 1, "duration_ms": 1}
+  assert stats.columns == {"tab": 1, "video_id": 1, "user_id": 1, "duration_ms": 2}
 
 
 def test_invalid_utf8_is_quarantined_naming_the_column(tmp_path):
@@ -73,7 +77,8 @@ def test_invalid_utf8_is_quarantined_naming_the_column(tmp_path):
 def test_ids_are_exact_int64_and_bad_ids_say_why(tmp_path):
   cases = {str(2**53 + 1): 2**53 + 1, str(2**63 - 1): 2**63 - 1, "12.0": 12,
            "0007": 7, str(2**63): "id out of int64 range", "1e300": "id out of int64 range",
-           "1.5": "non-integer id", "-4": "negative id", "abc": "non-numeric id",
+           "1.5": "non-integer id", "1e3": "id not written as an integer",
+           "-4": "negative id", "abc": "non-numeric id", "\u0661\u0662": "non-numeric id",
            "": "missing id"}
   lines = [_log_row(user=user, video=str(i)) for i, user in enumerate(cases)]
   log, _, rows = _read_log(_write(tmp_path / LOG, LOG_HEADER, lines))
@@ -94,11 +99,12 @@ def test_optional_ids_and_id_lists_are_range_checked(tmp_path):
   path = _write(tmp_path / "user_history_before_4_25.csv",
                 ",".join(kuairand.HISTORY_COLUMNS),
                 [f"1,1650615878629,3 {2**63 - 1},,3", f"2,1650615878629,3 {2**63},,",
-                 "3,1650615878629,3 x,,"])
+                 "3,1650615878629,3 x,,", "4,1650615878629,\u0661\u0662,,"])
   history, _ = kuairand.read_history((path,), quarantine)
   assert list(history["user_id"]) == [1] and history["watch"][0] == [3, 2**63 - 1]
   assert [r[2].split("=")[0] for r in quarantine.rows[1:]] == [
-      "id out of int64 range: watch_seq", "non-numeric id: watch_seq"]
+      "id out of int64 range: watch_seq", "non-numeric id: watch_seq",
+      "non-numeric id: watch_seq"]
 
 
 def test_non_numeric_feature_values_are_quarantined_per_column(tmp_path):
