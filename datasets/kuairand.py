@@ -406,6 +406,8 @@ def _validate_chunk(frame: pd.DataFrame, spec: TableSpec
 
   def fail(mask: pd.Series, what: str | pd.Series, column: str,
            raw: pd.Series | None) -> None:
+    if not mask.any():
+      return
     mask = mask & (reason == "")
     if mask.any():
       what = what.reindex(mask.index)[mask] if isinstance(what, pd.Series) else what
@@ -484,12 +486,12 @@ def _frame(path: str, header: list[str], lines: list[str], good: np.ndarray,
   return frame[positions].set_axis(names, axis=1).set_axis(good)
 
 
-def _read_rows(path: str, spec: TableSpec, quarantine: Quarantine,
-               max_rows: int = 0) -> tuple[pd.DataFrame, FileStats]:
-  """Valid rows of one CSV with their `_line` and `_raw` text; bad rows go to
-  `quarantine`. `rows_out` is left for the caller (duplicates may follow)."""
+def _read_rows(path: str, spec: TableSpec, quarantine: Quarantine, max_rows: int = 0
+               ) -> tuple[pd.DataFrame, list[str], FileStats]:
+  """Valid rows of one CSV with their `_line` number, and their raw text; bad rows
+  go to `quarantine`. `rows_out` is left for the caller (duplicates may follow)."""
   stats = FileStats(os.path.basename(path))
-  frames = []
+  frames, raw = [], []
   with _open(path) as f:
     header = _header(path, f.readline(), spec)
     lines = iter(f)
@@ -510,14 +512,14 @@ def _read_rows(path: str, spec: TableSpec, quarantine: Quarantine,
         quarantine.add(stats, first_line + offset, why, text[offset], at_fault)
       typed = typed[(reason == "").to_numpy()]
       typed.insert(0, "_line", typed.index.to_numpy(np.int64) + first_line)
-      typed.insert(1, "_raw", [text[i] for i in typed.index])
+      raw += [text[i] for i in typed.index]
       frames.append(typed)
       progress.update(len(chunk))
     progress.close()
   table = (pd.concat(frames, ignore_index=True) if frames else
            _validate_chunk(pd.DataFrame(columns=list(spec.kinds), dtype=object),
-                           spec)[0].assign(_line=np.int64(0), _raw=""))
-  return table, stats
+                           spec)[0].assign(_line=np.int64(0)))
+  return table, raw, stats
 
 
 def _chunks(lines: Iterator[bytes], size: int) -> Iterator[list[bytes]]:
@@ -525,29 +527,27 @@ def _chunks(lines: Iterator[bytes], size: int) -> Iterator[list[bytes]]:
     yield chunk
 
 
-def _finish(table: pd.DataFrame, all_stats: list[FileStats]) -> pd.DataFrame:
-  """Counts the rows kept per file and drops the bookkeeping columns."""
-  kept = (np.bincount(table["_file"], minlength=len(all_stats)) if "_file" in table
-          else [len(table)])
-  for stats, rows_out in zip(all_stats, kept):
-    stats.rows_out = int(rows_out)
+def _finish(table: pd.DataFrame, all_stats: list[FileStats], rows_out) -> pd.DataFrame:
+  """Records the rows kept per file and drops the bookkeeping column."""
+  for stats, rows in zip(all_stats, rows_out):
+    stats.rows_out = int(rows)
     logging.info("%s: %d rows in, %d out, %d quarantined", stats.file, stats.rows_in,
                  stats.rows_out, stats.quarantined)
-  return table.drop(columns=["_file", "_line", "_raw"], errors="ignore").reset_index(
-      drop=True)
+  return table.drop(columns="_line").reset_index(drop=True)
 
 
 def read_table(path: str, spec: TableSpec, quarantine: Quarantine,
                max_rows: int = 0) -> tuple[pd.DataFrame, FileStats]:
   """Reads one CSV, validating every row; bad rows go to `quarantine`."""
-  table, stats = _read_rows(path, spec, quarantine, max_rows)
+  table, raw, stats = _read_rows(path, spec, quarantine, max_rows)
   if spec.key is not None:
     duplicate = table[spec.key].duplicated(keep="first").to_numpy()
-    for line, key, raw in zip(table["_line"][duplicate], table[spec.key][duplicate],
-                              table["_raw"][duplicate]):
-      quarantine.add(stats, line, f"duplicate id: {spec.key}={key}", raw, spec.key)
+    for i in np.flatnonzero(duplicate):
+      key = table[spec.key].iat[i]
+      quarantine.add(stats, table["_line"].iat[i], f"duplicate id: {spec.key}={key}",
+                     raw[i], spec.key)
     table = table[~duplicate]
-  return _finish(table, [stats]), stats
+  return _finish(table, [stats], [len(table)]), stats
 
 
 def read_logs(paths: tuple[str, ...], quarantine: Quarantine, max_rows: int = 0,
@@ -557,26 +557,29 @@ def read_logs(paths: tuple[str, ...], quarantine: Quarantine, max_rows: int = 0,
   Exact duplicate lines (across all the files) are counted in the later file's
   `duplicates`; they are kept unless `drop_duplicates` (then the first is kept).
   """
-  frames, all_stats = [], []
+  frames, raw, all_stats = [], [], []
   remaining = max_rows
   for path in paths:
     if max_rows and remaining <= 0:
       break
-    frame, stats = _read_rows(path, LOG_SPEC, quarantine, remaining if max_rows else 0)
+    frame, file_raw, stats = _read_rows(path, LOG_SPEC, quarantine,
+                                        remaining if max_rows else 0)
     remaining -= stats.rows_in
-    frames.append(frame.assign(_file=len(all_stats)))
+    frames.append(frame)
+    raw += file_raw
     all_stats.append(stats)
   log = pd.concat(frames, ignore_index=True)
-  duplicate = log["_raw"].duplicated(keep="first").to_numpy()
-  for stats, count in zip(all_stats, np.bincount(log["_file"][duplicate],
+  file_of = np.repeat(np.arange(len(frames)), [len(frame) for frame in frames])
+  duplicate = pd.Series(raw, dtype=object).duplicated(keep="first").to_numpy()
+  for stats, count in zip(all_stats, np.bincount(file_of[duplicate],
                                                  minlength=len(all_stats))):
     stats.duplicates = int(count)
     if count:
       logging.info("%s: %d lines repeat an earlier log line exactly; %s", stats.file,
                    count, "dropped" if drop_duplicates else "kept")
   if drop_duplicates:
-    log = log[~duplicate]
-  log = _finish(log, all_stats)
+    log, file_of = log[~duplicate], file_of[~duplicate]
+  log = _finish(log, all_stats, np.bincount(file_of, minlength=len(all_stats)))
   log["hour"] = (log["hourmin"] // 100).clip(0, 23)
   log = log.sort_values(["time_ms", "user_id", "video_id"], kind="stable",
                         ignore_index=True)
