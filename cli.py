@@ -229,13 +229,14 @@ def _log_file(command: str) -> str:
   return os.path.join(log_dir(), f"{command}-{stamp}-{os.getpid()}.log")
 
 
-def _start_logging(log_file: str) -> None:
-  """INFO to the console and the log file; tracebacks to the log file only."""
+def _start_logging(log_file: str) -> logging.Handler:
+  """INFO to the console and `log_file`; returns the file's handler."""
   file_handler = logging.FileHandler(log_file)
   file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
                       datefmt="%H:%M:%S")
   logging.getLogger().addHandler(file_handler)
+  return file_handler
 
 
 def _resolve_config(args: argparse.Namespace) -> config_lib.Config:
@@ -267,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
                  f"{', '.join(BEAM_COMMANDS)} passes them to Beam)")
   args.beam_args = beam_args
   log_file = _log_file(args.command)
-  _start_logging(log_file)
+  file_handler = _start_logging(log_file)
   try:
     config = _resolve_config(args)
     module_name, function_name = COMMANDS[args.command].target.split(":")
@@ -279,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     return _fail(args.command, log_file, " ".join(str(error).split()) or type(error).__name__)
   except Exception as error:  # a bug: still one line here, the traceback in the log
     return _fail(args.command, log_file, f"unexpected {type(error).__name__}: {error}")
+  finally:
+    logging.getLogger().removeHandler(file_handler)
+    file_handler.close()
 
 
 if __name__ == "__main__":
