@@ -162,3 +162,15 @@ def test_submit_sends_the_yaml_spec_with_parameters_and_root(specs, monkeypatch)
                                           "experiment_name": None})]
   with pytest.raises(ValueError, match="PipelineSpec YAML"):
     kubeflow.submit(paths["vertex"], "http://kfp:8888", {})
+
+
+def test_kserve_serves_what_the_pusher_writes_with_a_recent_runtime():
+  with open(os.path.join(REPO, "kubeflow", "kserve.yaml")) as f:
+    service = yaml.safe_load(f)
+  config = config_lib.Config()
+  model = service["spec"]["predictor"]["model"]
+  pushed = f"{kubeflow.locations(config).serving_dir}/{config.serving.model_name}"
+  assert model["storageUri"] == pushed
+  assert tuple(map(int, model["runtimeVersion"].split("."))) >= (2, 21)
+  assert model["resources"]["requests"] and model["resources"]["limits"]
+  assert model["readinessProbe"] and model["livenessProbe"]
