@@ -202,6 +202,25 @@ class PipelineConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ResourcesConfig:
+  """CPU, memory and GPUs of each Kubeflow component's pod, by component id."""
+  # vCPUs per component (request and limit); "default" for components not named.
+  cpu: dict[str, float] = dataclasses.field(default_factory=lambda: {
+      "default": 1.0, "StatisticsGen": 2.0, "GraphBuilder": 2.0, "Trainer": 4.0,
+      "BaselineTrainer": 4.0})
+  # Memory in GiB per component (request and limit); "default" as above.
+  memory_gib: dict[str, float] = dataclasses.field(default_factory=lambda: {
+      "default": 4.0, "GraphBuilder": 8.0, "Trainer": 16.0, "BaselineTrainer": 8.0})
+  # GPUs per component (none unless named); such pods need the GPU image
+  # (kubeflow/Dockerfile.gpu as pipeline.kubeflow_image).
+  gpus: dict[str, int] = dataclasses.field(default_factory=dict)
+  # The GPU's Kubernetes resource name (open-source KFP) and Vertex AI machine
+  # accelerator type.
+  kfp_gpu_resource: str = "nvidia.com/gpu"
+  vertex_gpu_type: str = "NVIDIA_TESLA_T4"
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
   data: DataConfig = dataclasses.field(default_factory=DataConfig)
   synthetic: SyntheticConfig = dataclasses.field(default_factory=SyntheticConfig)
@@ -213,6 +232,7 @@ class Config:
   export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
   serving: ServingConfig = dataclasses.field(default_factory=ServingConfig)
   pipeline: PipelineConfig = dataclasses.field(default_factory=PipelineConfig)
+  resources: ResourcesConfig = dataclasses.field(default_factory=ResourcesConfig)
 
   def to_dict(self) -> dict[str, Any]:
     return _plain(dataclasses.asdict(self))

@@ -5,6 +5,10 @@
                        \\-> BaselineTrainer (eval.baseline_mode) ------/
                             LatestBlessedModelResolver --------------/
 
+The resolver node exists where the orchestrator implements TFX resolvers (the
+LocalDagRunner, Vertex AI Pipelines); open-source Kubeflow Pipelines has none,
+so there the Evaluator compares with the baseline trained in the same run.
+
 Each custom component gets the resolved config as a YAML exec property holding
 only the sections it reads (the others at their defaults): changing, say,
 `train.epochs` then reruns the trainers and what follows, while ExampleGen and
@@ -76,8 +80,12 @@ def sections(config: Config, names: tuple[str, ...]) -> Config:
   return Config().replace(**{name: getattr(config, name) for name in names})
 
 
-def create_pipeline(config: Config, where: Locations) -> tfx_pipeline.Pipeline:
-  """The DAG of the module docstring for `config`, reading and writing at `where`."""
+def create_pipeline(config: Config, where: Locations,
+                    resolve_last_blessed: bool = True) -> tfx_pipeline.Pipeline:
+  """The DAG of the module docstring for `config`, reading and writing at `where`.
+
+  `resolve_last_blessed=False` leaves out the LatestBlessedModelResolver.
+  """
   example_gen = ExampleGen(data_dir=where.data_dir, synthetic=where.synthetic,
                            config=sections(config, EXAMPLE_GEN_SECTIONS))
   statistics_gen = StatisticsGen(examples=example_gen.outputs["examples"])
@@ -101,14 +109,15 @@ def create_pipeline(config: Config, where: Locations) -> tfx_pipeline.Pipeline:
                              mode=config.eval.baseline_mode).with_id("BaselineTrainer")
   baseline_trainer.add_upstream_node(gate)
 
-  last_blessed = resolver.Resolver(
+  last_blessed = [resolver.Resolver(
       strategy_class=latest_blessed_model_strategy.LatestBlessedModelStrategy,
       model=channel.Channel(type=standard_artifacts.Model),
       model_blessing=channel.Channel(type=standard_artifacts.ModelBlessing),
-  ).with_id("LatestBlessedModelResolver")
+  ).with_id("LatestBlessedModelResolver")] if resolve_last_blessed else []
   evaluator = Evaluator(model=trainer.outputs["model"],
                         baseline_model=baseline_trainer.outputs["model"],
-                        last_blessed_model=last_blessed.outputs["model"],
+                        last_blessed_model=(last_blessed[0].outputs["model"] if last_blessed
+                                            else None),
                         config=sections(config, EVALUATOR_SECTIONS))
   pusher = Pusher(
       model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
@@ -120,7 +129,7 @@ def create_pipeline(config: Config, where: Locations) -> tfx_pipeline.Pipeline:
       pipeline_name=config.pipeline.name,
       pipeline_root=where.root,
       components=[example_gen, statistics_gen, schema_gen, example_validator, gate,
-                  graph_builder, baseline_trainer, trainer, last_blessed, evaluator, pusher],
+                  graph_builder, baseline_trainer, trainer, *last_blessed, evaluator, pusher],
       enable_cache=config.pipeline.enable_cache,
       metadata_connection_config=(
           metadata.sqlite_metadata_connection_config(where.metadata_path)

@@ -145,3 +145,37 @@ def test_broken_column_stops_the_run_at_validation(tmp_path, column, values, nod
       os.path.join(config.pipeline.root, run_lib.METADATA_FILE), config.pipeline.name,
       ["GraphBuilder", "Trainer"])
   assert executions == {}  # nothing past validation ran
+
+
+def test_a_second_run_on_a_root_in_use_fails_at_once(tmp_path):
+  config = tiny_config(tmp_path)
+  os.makedirs(config.pipeline.root)
+  with run_lib.root_lock(os.path.abspath(config.pipeline.root)):
+    with pytest.raises(run_lib.RootInUse, match=f"pid {os.getpid()}"):
+      run_lib.run(config, out=io.StringIO())
+  assert not os.path.exists(os.path.join(config.pipeline.root, run_lib.METADATA_FILE))
+
+
+def test_executions_left_running_by_a_dead_run_are_marked_abandoned(tmp_path):
+  from ml_metadata.proto import metadata_store_pb2
+  from tfx.dsl.compiler import constants
+  from tfx.orchestration import metadata
+
+  path = str(tmp_path / run_lib.METADATA_FILE)
+  with metadata.Metadata(metadata.sqlite_metadata_connection_config(path)) as m:
+    store = m.store
+    context_type = store.put_context_type(
+        metadata_store_pb2.ContextType(name=constants.NODE_CONTEXT_TYPE_NAME))
+    (context,) = store.put_contexts([metadata_store_pb2.Context(
+        type_id=context_type, name="p.Trainer")])
+    execution_type = store.put_execution_type(metadata_store_pb2.ExecutionType(name="T"))
+    states = [metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.RUNNING]
+    ids = store.put_executions([metadata_store_pb2.Execution(
+        type_id=execution_type, last_known_state=s) for s in states])
+    store.put_attributions_and_associations(
+        [], [metadata_store_pb2.Association(context_id=context, execution_id=i) for i in ids])
+  assert run_lib.abandon_dead_executions(path, "p", ["Trainer", "Pusher"], "died") == [
+      f"Trainer (execution {ids[1]})"]
+  executions = run_lib.latest_executions(path, "p", ["Trainer"])
+  assert executions["Trainer"].state == "abandoned"
+  assert run_lib.abandon_dead_executions(path, "p", ["Trainer"], "died") == []
