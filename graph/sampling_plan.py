@@ -2,8 +2,9 @@
 
 One plan, built and checked here, drives both samplers: the in-memory
 `SubgraphSampler` (graph/sampler.py, per-example day cutoffs, inside tf.data
-and serving) and TF-GNN's Beam sampler (components/subgraph_sampler, graphs
-beyond one machine's memory), which gets it as a `tfgnn.sampler.SamplingSpec`.
+and serving) and TF-GNN's Beam sampler (components/beam_subgraph_sampler,
+graphs beyond one machine's memory), which gets it as a
+`tfgnn.sampler.SamplingSpec`.
 
 Hop h follows every configured edge set, and its `rev_` set, whose source set
 the hop's frontier reached, with fan-out `sampling.fanouts[h]` (or the

@@ -68,7 +68,7 @@ class TrainResult:
 
 
 def load_split(examples_dir: str, split: str) -> dict[str, np.ndarray]:
-  path = examples_lib.split_path(examples_dir, split)
+  path = contracts.split_file(examples_dir, split)
   if not os.path.exists(path):
     raise FileNotFoundError(f"no {split} examples at {path}; run `e2e-grec prepare` first")
   columns = examples_lib.read_examples(path)

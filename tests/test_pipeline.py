@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 from e2e_grec import config as config_lib
-from e2e_grec.components.evaluator import executor as evaluator_executor
+from e2e_grec import contracts
 from e2e_grec.datasets import synthetic
 from e2e_grec.pipeline import default_config
 from e2e_grec.pipeline import run as run_lib
@@ -68,7 +68,7 @@ def test_first_run_pushes_a_blessed_savedmodel(two_runs):
     assert f"{node}" in progress and first.executions[node].state == "ran"
 
   evaluation = first.executions["Evaluator"].uri("evaluation")
-  with open(os.path.join(evaluation, evaluator_executor.METRICS_FILE)) as f:
+  with open(os.path.join(evaluation, contracts.EVALUATION_METRICS_FILE)) as f:
     report = json.load(f)
   candidate, baseline = report["models"][:2]
   assert (candidate["mode"], baseline["mode"]) == ("e2e", "no_graph")
