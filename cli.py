@@ -69,8 +69,6 @@ def _prepare(p):
 
 
 def _build_graph(p):
-  _data(p, "the data directory that `prepare` recorded in its report (only the "
-        "pre-period history files are read from it)")
   p.add_argument("--examples", required=True, help="Output directory of `prepare`.")
   p.add_argument("--out", required=True, help="Directory for the graph.")
 
