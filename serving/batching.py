@@ -146,6 +146,10 @@ class Batcher:
     self._idle_threads = parameters.num_batch_threads
     self._queued_rows = 0
     self._wakeup: asyncio.TimerHandle | None = None
+    self._running: set[asyncio.Task] = set()
+    # Calls answered and model runs made: calls / runs is the mean merge factor.
+    self.calls = 0
+    self.runs = 0
 
   async def run(self, servable: Any, signature_name: str, inputs: Mapping[str, np.ndarray],
                 outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -169,12 +173,16 @@ class Batcher:
     self._dispatch()
     return await call.future
 
-  def close(self) -> None:
+  async def close(self) -> None:
+    """Cancels queued calls and waits for the running batches."""
     for queue in self._queues.values():
       for call in queue:
         call.future.cancel()
     self._queues.clear()
-    self._executor.shutdown(wait=False, cancel_futures=True)
+    if self._wakeup is not None:
+      self._wakeup.cancel()
+    await asyncio.gather(*self._running, return_exceptions=True)
+    self._executor.shutdown(wait=False)
 
   def _dispatch(self) -> None:
     """Gives free batch threads the oldest queues' calls."""
@@ -194,7 +202,9 @@ class Batcher:
         del self._queues[key]
       if batch:
         self._idle_threads -= 1
-        loop.create_task(self._run_batch(key[0], key[1], key[2], batch))
+        task = loop.create_task(self._run_batch(key[0], key[1], key[2], batch))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
 
   def _take(self, queue: collections.deque[_Call]) -> list[_Call]:
     """The queue's first calls up to max_batch_size rows, skipping cancelled ones."""
@@ -224,10 +234,12 @@ class Batcher:
     loop = asyncio.get_running_loop()
 
     def call(inputs: Mapping[str, np.ndarray]) -> asyncio.Future:
+      self.runs += 1
       return loop.run_in_executor(self._executor, servable.run, signature_name, inputs,
                                   outputs)
 
     try:
+      self.calls += len(batch)
       if len(batch) == 1:
         results = [await _result(call(batch[0].inputs))]
       else:

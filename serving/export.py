@@ -22,15 +22,19 @@ are in the exported graphs, so the SavedModel loads without tensorflow_gnn.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Sequence
 
 import tensorflow as tf
 import tensorflow_gnn as tfgnn
 
+from tensorflow_serving.apis import prediction_log_pb2
+
 from e2e_grec import config as config_lib
 from e2e_grec.serving.requests import (EXAMPLES_INPUT, EXAMPLES_SIGNATURE, RANK_INPUTS,
                                        RANK_SIGNATURE, REQUEST_FEATURES, SCORE, TASKS,
-                                       rank_rows)
+                                       WARMUP_DIR, WARMUP_FILE, examples_request,
+                                       rank_request, rank_rows)
 
 GRAPH_KEY = "graph"
 
@@ -173,9 +177,33 @@ def export_saved_model(model: tf.keras.Model, sampler: Any | None, node_tables: 
   root.captured = list({id(v): v for fn in signatures.values() for v in fn.variables}.values())
   root.node_tables = node_tables
   tf.saved_model.save(root, export_dir, signatures=signatures)
+  write_warmup_requests(export_dir, sampler, config.serving.model_name)
   logging.info("exported SavedModel with signatures %s (%d variables) to %s",
                ", ".join(sorted(signatures)), len(root.captured), export_dir)
   return export_dir
+
+
+def write_warmup_requests(export_dir: str, sampler: Any | None, model_name: str) -> str:
+  """Writes `assets.extra/tf_serving_warmup_requests`: one request per signature.
+
+  TF Serving (and `e2e-grec serve`) replays them when it loads the version,
+  before marking it AVAILABLE, so the first real request does not pay for
+  graph optimisation and kernel set-up (seconds on the first `rank` call).
+  The ids are out-of-vocabulary on purpose: the requests exercise every op
+  whatever the vocabulary.
+  """
+  directory = os.path.join(export_dir, WARMUP_DIR)
+  os.makedirs(directory, exist_ok=True)
+  path = os.path.join(directory, WARMUP_FILE)
+  row = {"user_id": -1, "video_ids": [-1], "tab": -1, "hour": 0, "day": 0}
+  examples = request_examples(sampler, row["user_id"], row["video_ids"], row["tab"],
+                              row["hour"], row["day"])
+  with tf.io.TFRecordWriter(path) as writer:
+    for request in (rank_request(model_name, **row), examples_request(model_name, examples)):
+      log = prediction_log_pb2.PredictionLog()
+      log.predict_log.request.CopyFrom(request)
+      writer.write(log.SerializeToString())
+  return path
 
 
 def request_examples(sampler: Any | None, user_id: int | Sequence[int],

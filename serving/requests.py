@@ -23,6 +23,9 @@ REQUEST_FEATURES = ("user_id", "video_id", "tab", "hour", "day")
 # Inputs of `rank`, each int64 [N]: one row per candidate, the user and the
 # request context repeated on every row, so requests batch along dimension 0.
 RANK_INPUTS = ("user_id", "video_ids", "tab", "hour", "day")
+# Where TF Serving looks for the requests it replays when it loads a version.
+WARMUP_DIR = "assets.extra"
+WARMUP_FILE = "tf_serving_warmup_requests"
 TASKS = labels.TASKS
 SCORE = "score"
 OUTPUTS = TASKS + (SCORE,)

@@ -199,8 +199,15 @@ class ModelServer:
   """
 
   def __init__(self, model_dir: str, serving: config_lib.ServingConfig,
-               batching: BatchingParameters = BatchingParameters(),
+               batching: BatchingParameters | None = None,
                limits: ServerLimits = ServerLimits()):
+    """`batching` defaults to batches of up to `serving.max_candidates` rows."""
+    if batching is None:
+      batching = BatchingParameters(max_batch_size=serving.max_candidates)
+    if batching.max_batch_size > serving.max_candidates:
+      raise ValueError(f"batching max_batch_size {batching.max_batch_size} exceeds "
+                       f"serving.max_candidates {serving.max_candidates}, the most rows the "
+                       "exported model takes per run: lower max_batch_size")
     self.serving = serving
     self.batching = batching
     self.limits = limits
@@ -208,6 +215,7 @@ class ModelServer:
                                 os.path.join(model_dir, serving.model_name),
                                 serving.poll_seconds)
     self.grpc_port = self.rest_port = 0
+    self.batcher: Batcher | None = None
     self._loop: asyncio.AbstractEventLoop | None = None
     self._thread: threading.Thread | None = None
     self._stopping: Callable[[], Awaitable[None]] | None = None
@@ -239,6 +247,7 @@ class ModelServer:
 
   def _serve(self, started: concurrent.futures.Future) -> None:
     asyncio.set_event_loop(self._loop)
+    self._loop.set_exception_handler(_ignore_spurious_grpc_wakeups)
     try:
       self._loop.run_until_complete(self._start_front_ends())
     except BaseException as e:
@@ -249,7 +258,7 @@ class ModelServer:
 
   async def _start_front_ends(self) -> None:
     host = self.serving.host
-    batcher = Batcher(self.batching)
+    self.batcher = batcher = Batcher(self.batching)
     api = ServingApi(self.manager, batcher, self.limits)
     size = self.limits.max_message_bytes
     # so_reuseport 0: gRPC's default on Linux lets a second server bind the same
@@ -266,7 +275,7 @@ class ModelServer:
     except RuntimeError:  # newer grpc raises where older versions return 0
       self.grpc_port = 0
     if self.grpc_port == 0:
-      batcher.close()
+      await batcher.close()
       raise ServerStartError(f"cannot serve gRPC on {host}:{self.serving.grpc_port}: the "
                              "port is in use (or the address is not local); choose another "
                              "with serving.grpc_port")
@@ -275,7 +284,7 @@ class ModelServer:
       runner, self.rest_port = await rest.start(api, host, self.serving.rest_port)
     except BaseException as e:
       await grpc_server.stop(None)
-      batcher.close()
+      await batcher.close()
       if isinstance(e, OSError):
         raise ServerStartError(f"cannot serve REST on {host}:{self.serving.rest_port}: "
                                f"{e.strerror or e}; choose another port with "
@@ -285,9 +294,27 @@ class ModelServer:
     async def stopping() -> None:
       await runner.cleanup()
       await grpc_server.stop(grace=1)
-      batcher.close()
+      await batcher.close()
+      # What is left (a connection still draining an unread body) ends with the loop.
+      left = asyncio.all_tasks() - {asyncio.current_task()}
+      for task in left:
+        task.cancel()
+      await asyncio.gather(*left, return_exceptions=True)
 
     self._stopping = stopping
+
+
+def _ignore_spurious_grpc_wakeups(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+  """Drops grpc.aio's harmless BlockingIOError when several loops share its queue.
+
+  With more than one event loop in a process (several servers, as in the
+  tests), every loop is woken for a gRPC completion and all but one find
+  nothing to read (grpc/grpc#25364); anything else goes to the default handler.
+  """
+  if isinstance(context.get("exception"), BlockingIOError) and "PollerCompletionQueue" in repr(
+      context.get("handle")):
+    return
+  loop.default_exception_handler(context)
 
 
 def serve(model_dir: str, serving: config_lib.ServingConfig,
@@ -295,7 +322,7 @@ def serve(model_dir: str, serving: config_lib.ServingConfig,
           limits: ServerLimits = ServerLimits()) -> int:
   """Serves until SIGTERM or Ctrl-C; a server that cannot start is one error line."""
   try:
-    batching = (BatchingParameters() if batching_parameters_file is None
+    batching = (None if batching_parameters_file is None
                 else load_batching_parameters(batching_parameters_file))
     server = ModelServer(model_dir, serving, batching, limits).start()
   except (ServerStartError, ValueError) as e:
@@ -304,8 +331,8 @@ def serve(model_dir: str, serving: config_lib.ServingConfig,
   logging.info("model %s from %s: gRPC on %s:%d, REST on http://%s:%d/v1/models/%s "
                "(batches of up to %d rows on %d threads)", serving.model_name,
                server.manager.base_path, serving.host, server.grpc_port, serving.host,
-               server.rest_port, serving.model_name, batching.max_batch_size,
-               batching.num_batch_threads)
+               server.rest_port, serving.model_name, server.batching.max_batch_size,
+               server.batching.num_batch_threads)
   stopped = threading.Event()
   signal.signal(signal.SIGTERM, lambda *_: stopped.set())
   try:

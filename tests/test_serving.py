@@ -89,7 +89,7 @@ def _features(user, videos, tab=100, hour=9, day=DAY) -> dict[str, tf.Tensor]:
           "day": tf.fill([n], tf.constant(day, tf.int64))}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def bundle():
   """(model, sampler, tables) of a tiny untrained E2E-GRec model."""
   tables = NodeTables(toy_data.toy_node_table_arrays())
@@ -101,7 +101,7 @@ def bundle():
   return model, sampler, tables
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def model_dir(bundle, tmp_path_factory) -> str:
   """A serving dir with version 1 of the model, as the Pusher leaves it."""
   base = str(tmp_path_factory.mktemp("serving"))
