@@ -344,7 +344,16 @@ def serve(model_dir: str, serving: config_lib.ServingConfig,
   return 0
 
 
+# `e2e-grec serve` flags that override `serving.*` config keys, by argparse dest.
+SERVE_FLAGS = ("host", "grpc_port", "rest_port", "model_name")
+
+
 def command(args: Any, config: config_lib.Config) -> int:
-  """`e2e-grec serve`."""
-  return serve(args.model_dir or config.pipeline.serving_dir, config.serving,
-               getattr(args, "batching_parameters_file", None))
+  """`e2e-grec serve`: flags named in SERVE_FLAGS override the config; optional
+  `batching_parameters_file` and `request_timeout` flags are honoured when the CLI has them."""
+  overrides = {k: getattr(args, k) for k in SERVE_FLAGS if getattr(args, k, None) is not None}
+  timeout = getattr(args, "request_timeout", None)
+  return serve(args.model_dir or config.pipeline.serving_dir,
+               dataclasses.replace(config.serving, **overrides),
+               getattr(args, "batching_parameters_file", None),
+               ServerLimits() if timeout is None else ServerLimits(request_timeout=timeout))

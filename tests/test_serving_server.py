@@ -256,3 +256,21 @@ def test_batches_larger_than_the_model_takes_are_refused(tmp_path):
   with pytest.raises(ValueError, match="max_batch_size 65 exceeds serving.max_candidates 64"):
     server_lib.ModelServer(str(tmp_path), CONFIG.serving,
                            batching.BatchingParameters(max_batch_size=65))
+
+
+def test_shipped_model_and_monitoring_configs_parse():
+  from google.protobuf import text_format
+  from tensorflow_serving.config import model_server_config_pb2
+
+  with open(os.path.join(ROOT, "serving", "model_config.txt")) as f:
+    config = text_format.Parse(f.read(), model_server_config_pb2.ModelServerConfig())
+  (model,) = config.model_config_list.config
+  default = config_lib.Config().serving.model_name
+  assert model.name == default and model.base_path == f"/models/{default}"
+  assert model.model_platform == "tensorflow"
+  assert model.model_version_policy.latest.num_versions == 1
+  with open(os.path.join(ROOT, "serving", "monitoring_config.txt")) as f:
+    text = f.read()
+  # monitoring_config.proto is not in the tensorflow-serving-api wheel: check its two fields.
+  assert re.search(r"prometheus_config\s*\{[^}]*enable:\s*true", text)
+  assert re.search(r'path:\s*"/monitoring/prometheus/metrics"', text)
