@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import inspect
 import logging
 import os
 import signal
@@ -156,14 +157,14 @@ class ServingApi:
     return response
 
 
-def _grpc_handler(method: Callable[[ServingApi, Any], Any]) -> Callable:
+def _grpc_handler(method: Callable[[ServingApi, Any, grpc.aio.ServicerContext], Any]
+                  ) -> Callable:
   """Answers ServingErrors with their status code; the server keeps serving."""
 
   async def handle(self, request, context: grpc.aio.ServicerContext):
     try:
-      if method is ServingApi.predict:
-        return await self.api.predict(request, context.time_remaining())
-      return method(self.api, request)
+      response = method(self.api, request, context)
+      return await response if inspect.isawaitable(response) else response
     except ServingError as e:
       await context.abort(e.code, e.message)
     except Exception as e:  # Never let one request take the server down.
@@ -178,8 +179,9 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
   def __init__(self, api: ServingApi):
     self.api = api
 
-  Predict = _grpc_handler(ServingApi.predict)
-  GetModelMetadata = _grpc_handler(ServingApi.model_metadata)
+  Predict = _grpc_handler(
+      lambda api, request, context: api.predict(request, context.time_remaining()))
+  GetModelMetadata = _grpc_handler(lambda api, request, _: api.model_metadata(request))
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
@@ -187,7 +189,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
   def __init__(self, api: ServingApi):
     self.api = api
 
-  GetModelStatus = _grpc_handler(ServingApi.model_status)
+  GetModelStatus = _grpc_handler(lambda api, request, _: api.model_status(request))
 
 
 class ModelServer:
