@@ -118,6 +118,11 @@ def _serve(p):
   _config_flag(p, "--host", "serving.host", "Address to bind")
   _config_flag(p, "--port", "serving.grpc_port", "gRPC port (0: any free port)", type=int)
   _config_flag(p, "--rest-port", "serving.rest_port", "REST port (0: any free port)", type=int)
+  p.add_argument("--batching-parameters-file", default=None, metavar="FILE",
+                 help="TF Serving batching parameters (e.g. serving/batching_parameters.txt); "
+                 "default: merge up to export.max_candidates rows per model run.")
+  p.add_argument("--request-timeout", type=float, default=None, metavar="SECONDS",
+                 help="Per-request deadline of both front ends (default 30).")
 
 
 def _score(p):
@@ -128,10 +133,7 @@ def _score(p):
   p.add_argument("--day", type=int, default=None,
                  help="Request day, days since 1970-01-01; the subgraph sees only edges "
                  "before it (default: today).")
-  p.add_argument("--signature", default="rank", choices=("rank", "serving_default"),
-                 help="Signature to call.")
   p.add_argument("--timeout", type=float, default=10.0, help="Request deadline in seconds.")
-  p.set_defaults(target=None)  # the client's host:port override; --host/--port set it
   _config_flag(p, "--host", "serving.host", "Server address")
   _config_flag(p, "--port", "serving.grpc_port", "Server gRPC port", type=int)
   _config_flag(p, "--model-name", "serving.model_name", "Served model name")

@@ -36,7 +36,7 @@ class Ranking:
 def rank(stub: prediction_service_pb2_grpc.PredictionServiceStub, model_name: str,
          user_id: int, video_ids: Sequence[int], tab: int, hour: int, day: int,
          timeout: float = 30.0) -> Ranking:
-  """Scores the candidates with the `rank` signature; best first."""
+  """Scores the candidates with the `rank` signature (one row each); best first."""
   response = stub.Predict(
       requests.rank_request(model_name, user_id, video_ids, tab, hour, day), timeout=timeout)
   outputs = {name: tf.make_ndarray(response.outputs[name]).reshape(-1)
@@ -75,19 +75,22 @@ def parse_candidates(text: str) -> list[int]:
 
 
 def command(args: Any, config: config_lib.Config) -> int:
-  target = args.target or f"{config.serving.host}:{config.serving.grpc_port}"
+  """`e2e-grec score` (its --host/--port/--model-name flags are already applied
+  to `config.serving`); `--day` defaults to today, in days since 1970-01-01."""
+  target = f"{config.serving.host}:{config.serving.grpc_port}"
+  model_name = config.serving.model_name
+  timeout = args.timeout
   try:
     candidates = parse_candidates(args.candidates)
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   hour = datetime.datetime.now().hour if args.hour is None else args.hour
-  day = requests.today()
+  day = requests.today() if args.day is None else args.day
   with grpc.insecure_channel(target) as channel:
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
     try:
-      ranking = rank(stub, config.serving.model_name, args.user, candidates, args.tab,
-                     hour, day)
+      ranking = rank(stub, model_name, args.user, candidates, args.tab, hour, day, timeout)
     except grpc.RpcError as e:
       print(f"error: {target} answered {e.code().name}: {e.details()}", file=sys.stderr)
       return 1

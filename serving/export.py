@@ -6,10 +6,13 @@ pre-sampled subgraph in TF-GNN's `tf.Example` encoding (`tfgnn.write_example`),
 so a caller that samples elsewhere (a feature service, a batch job) sends
 everything the model needs. `request_examples` builds such requests.
 
-`rank` takes raw ids (one user, N candidate videos, the request context) and
+`rank` takes raw ids, one row per candidate (`user_id`, `video_ids`, `tab`,
+`hour`, `day`, each int64 [N]: the user and context repeated on every row), and
 samples the subgraph inside the model with the `SubgraphSampler`, whose tables
 are variables: stock TF Serving then serves the whole path end to end and the
-graph tables load as checkpoint variables, not GraphDef constants.
+graph tables load as checkpoint variables, not GraphDef constants. Every input
+of both signatures has the same batch dimension, so TF Serving's request
+batching (`--enable_batching`) concatenates concurrent requests into one run.
 
 Both return the per-task predictions (`click`, `long_view`, `like`, `skip`
 probabilities and `stay`), each float32 [N], and `score`, the weighted sum with
@@ -19,16 +22,20 @@ are in the exported graphs, so the SavedModel loads without tensorflow_gnn.
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping, Sequence
+import os
+from typing import Any, Sequence
 
-import numpy as np
 import tensorflow as tf
 import tensorflow_gnn as tfgnn
 
+from tensorflow_serving.apis import prediction_log_pb2
+
 from e2e_grec import config as config_lib
 from e2e_grec.contracts import GRAPH_INPUT
-from e2e_grec.serving.requests import (EXAMPLES_INPUT, EXAMPLES_SIGNATURE, RANK_SIGNATURE,
-                                       REQUEST_FEATURES, SCORE, TASKS)
+from e2e_grec.serving.requests import (EXAMPLES_INPUT, EXAMPLES_SIGNATURE, RANK_INPUTS,
+                                       RANK_SIGNATURE, REQUEST_FEATURES, SCORE, TASKS,
+                                       WARMUP_DIR, WARMUP_FILE, examples_request,
+                                       rank_request, rank_rows)
 
 def example_graph_spec(sampler: Any) -> tfgnn.GraphTensorSpec:
   """The sampler's spec for one example's subgraph, with free sizes."""
@@ -86,11 +93,7 @@ class Scorer:
     examples = tf.function(self.serve_examples, input_signature=[
         tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
     rank = tf.function(self.rank, input_signature=[
-        tf.TensorSpec(None, tf.int64, name="user_id"),
-        tf.TensorSpec([None], tf.int64, name="video_ids"),
-        tf.TensorSpec(None, tf.int64, name="tab"),
-        tf.TensorSpec(None, tf.int64, name="hour"),
-        tf.TensorSpec(None, tf.int64, name="day")])
+        tf.TensorSpec([None], tf.int64, name=name) for name in RANK_INPUTS])
     return {EXAMPLES_SIGNATURE: examples.get_concrete_function(),
             RANK_SIGNATURE: rank.get_concrete_function()}
 
@@ -134,21 +137,21 @@ class Scorer:
 
   def rank(self, user_id: tf.Tensor, video_ids: tf.Tensor, tab: tf.Tensor,
            hour: tf.Tensor, day: tf.Tensor) -> dict[str, tf.Tensor]:
-    """Scores N candidates from raw ids, sampling their subgraph in the graph."""
+    """Scores N (user, video, context) rows from raw ids, sampling in the graph.
+
+    Rows may come from several requests (TF Serving's batching concatenates
+    them): each row is scored with its own user, context and day.
+    """
     n = tf.size(video_ids, out_type=tf.int64)
-    with tf.control_dependencies(self._check_batch(n, RANK_SIGNATURE,
-                                                   "candidates (video_ids)")):
-      video_ids = tf.identity(video_ids)
-    features = {"video_id": video_ids}
+    checks = self._check_batch(n, RANK_SIGNATURE, "candidates (video_ids)")
     for name, value in (("user_id", user_id), ("tab", tab), ("hour", hour), ("day", day)):
-      flat = tf.reshape(value, [-1])
-      size = tf.size(flat, out_type=tf.int64)
-      ok = tf.debugging.Assert(
-          tf.logical_or(tf.equal(size, 1), tf.equal(size, n)),
-          [f"rank: {name} must hold one value or one per candidate; values:", size,
-           "candidates:", n])
-      with tf.control_dependencies([ok]):
-        features[name] = tf.broadcast_to(flat, [n])
+      checks.append(tf.debugging.assert_equal(
+          tf.size(value, out_type=tf.int64), n,
+          message=f"rank: {name} must hold one value per candidate (one row per video_ids "
+          "entry: repeat the user and context on every row)"))
+    with tf.control_dependencies(checks):
+      features = {"user_id": tf.identity(user_id), "video_id": tf.identity(video_ids),
+                  "tab": tf.identity(tab), "hour": tf.identity(hour), "day": tf.identity(day)}
     graph = None
     if self.sampler is not None:
       graph = self.sampler(features["user_id"], features["video_id"], features["day"])
@@ -170,19 +173,33 @@ def export_saved_model(model: tf.keras.Model, sampler: Any | None, node_tables: 
   root.captured = list({id(v): v for fn in signatures.values() for v in fn.variables}.values())
   root.node_tables = node_tables
   tf.saved_model.save(root, export_dir, signatures=signatures)
+  write_warmup_requests(export_dir, sampler, config.serving.model_name)
   logging.info("exported SavedModel with signatures %s (%d variables) to %s",
                ", ".join(sorted(signatures)), len(root.captured), export_dir)
   return export_dir
 
 
-def _broadcast(values: Mapping[str, Any]) -> dict[str, np.ndarray]:
-  arrays = {k: np.asarray(v, np.int64).reshape(-1) for k, v in values.items()}
-  n = arrays["video_id"].shape[0]
-  for name, array in arrays.items():
-    if array.shape[0] not in (1, n):
-      raise ValueError(f"{name} has {array.shape[0]} values; give one, or one per "
-                       f"candidate ({n})")
-  return {k: np.broadcast_to(a, [n]) for k, a in arrays.items()}
+def write_warmup_requests(export_dir: str, sampler: Any | None, model_name: str) -> str:
+  """Writes `assets.extra/tf_serving_warmup_requests`: one request per signature.
+
+  TF Serving (and `e2e-grec serve`) replays them when it loads the version,
+  before marking it AVAILABLE, so the first real request does not pay for
+  graph optimisation and kernel set-up (seconds on the first `rank` call).
+  The ids are out-of-vocabulary on purpose: the requests exercise every op
+  whatever the vocabulary.
+  """
+  directory = os.path.join(export_dir, WARMUP_DIR)
+  os.makedirs(directory, exist_ok=True)
+  path = os.path.join(directory, WARMUP_FILE)
+  row = {"user_id": -1, "video_ids": [-1], "tab": -1, "hour": 0, "day": 0}
+  examples = request_examples(sampler, row["user_id"], row["video_ids"], row["tab"],
+                              row["hour"], row["day"])
+  with tf.io.TFRecordWriter(path) as writer:
+    for request in (rank_request(model_name, **row), examples_request(model_name, examples)):
+      log = prediction_log_pb2.PredictionLog()
+      log.predict_log.request.CopyFrom(request)
+      writer.write(log.SerializeToString())
+  return path
 
 
 def request_examples(sampler: Any | None, user_id: int | Sequence[int],
@@ -194,8 +211,8 @@ def request_examples(sampler: Any | None, user_id: int | Sequence[int],
   for that (user, video, day) alone, encoded with `tfgnn.write_example`.
   Scalars apply to every candidate.
   """
-  values = _broadcast({"user_id": user_id, "video_id": video_ids, "tab": tab,
-                       "hour": hour, "day": day})
+  rows = rank_rows(user_id, video_ids, tab, hour, day)
+  values = {("video_id" if k == "video_ids" else k): v for k, v in rows.items()}
   ids = tf.TensorSpec([None], tf.int64)
   # Traced once, and in graph mode like the training input pipeline and `rank`.
   sample = None if sampler is None else tf.function(

@@ -21,9 +21,12 @@ RANK_SIGNATURE = "rank"
 EXAMPLES_INPUT = "examples"
 # Request features of every example (int64 scalars); see docs/ARCHITECTURE.md.
 REQUEST_FEATURES = (USER_ID, VIDEO_ID, TAB, HOUR, DAY)
-# Inputs of `rank`: `video_ids` [N]; the others hold one value (scalar or [1])
-# for the whole request, or one value per candidate ([N]).
+# Inputs of `rank`, each int64 [N]: one row per candidate, the user and the
+# request context repeated on every row, so requests batch along dimension 0.
 RANK_INPUTS = (USER_ID, "video_ids", TAB, HOUR, DAY)
+# Where TF Serving looks for the requests it replays when it loads a version.
+WARMUP_DIR = "assets.extra"
+WARMUP_FILE = "tf_serving_warmup_requests"
 TASKS = labels.TASKS
 SCORE = "score"
 OUTPUTS = TASKS + (SCORE,)
@@ -33,18 +36,32 @@ def today() -> int:
   return dates.day_of(datetime.date.today())
 
 
-def rank_request(model_name: str, user_id: int, video_ids: Sequence[int], tab: int,
-                 hour: int, day: int, version: int | None = None) -> predict_pb2.PredictRequest:
-  """A Predict request for the `rank` signature: one user, N candidates."""
+def rank_rows(user_id: int | Sequence[int], video_ids: Sequence[int],
+              tab: int | Sequence[int], hour: int | Sequence[int],
+              day: int | Sequence[int]) -> dict[str, np.ndarray]:
+  """The `rank` inputs as int64 [N] rows; a single value applies to every candidate."""
+  values = {"user_id": user_id, "video_ids": video_ids, "tab": tab, "hour": hour, "day": day}
+  arrays = {k: np.asarray(v, np.int64).reshape(-1) for k, v in values.items()}
+  n = arrays["video_ids"].shape[0]
+  for name, array in arrays.items():
+    if array.shape[0] not in (1, n):
+      raise ValueError(f"{name} has {array.shape[0]} values; give one, or one per "
+                       f"candidate ({n})")
+  return {k: np.broadcast_to(arrays[k], [n]) for k in RANK_INPUTS}
+
+
+def rank_request(model_name: str, user_id: int | Sequence[int], video_ids: Sequence[int],
+                 tab: int | Sequence[int], hour: int | Sequence[int],
+                 day: int | Sequence[int], version: int | None = None
+                 ) -> predict_pb2.PredictRequest:
+  """A Predict request for the `rank` signature: one row per candidate."""
   request = predict_pb2.PredictRequest()
   request.model_spec.name = model_name
   request.model_spec.signature_name = RANK_SIGNATURE
   if version is not None:
     request.model_spec.version.value = version
-  values = {"user_id": user_id, "video_ids": np.asarray(video_ids, np.int64).reshape(-1),
-            "tab": tab, "hour": hour, "day": day}
-  for name in RANK_INPUTS:
-    request.inputs[name].CopyFrom(tf.make_tensor_proto(values[name], dtype=tf.int64))
+  for name, rows in rank_rows(user_id, video_ids, tab, hour, day).items():
+    request.inputs[name].CopyFrom(tf.make_tensor_proto(rows, dtype=tf.int64))
   return request
 
 

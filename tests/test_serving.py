@@ -75,6 +75,11 @@ def _index() -> SamplingIndex:
       edges, {ns: sizes[ns] + 1 for ns in ("user", "video", "author", "tag", "music")})
 
 
+def _rank_rows(user, videos, tab=100, hour=9, day=DAY) -> dict[str, list[int]]:
+  """`rank` inputs as JSON-ready lists: one row per candidate."""
+  return {k: v.tolist() for k, v in requests.rank_rows(user, videos, tab, hour, day).items()}
+
+
 def _features(user, videos, tab=100, hour=9, day=DAY) -> dict[str, tf.Tensor]:
   n = len(videos)
   return {"user_id": tf.fill([n], tf.constant(user, tf.int64)),
@@ -84,7 +89,7 @@ def _features(user, videos, tab=100, hour=9, day=DAY) -> dict[str, tf.Tensor]:
           "day": tf.fill([n], tf.constant(day, tf.int64))}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def bundle():
   """(model, sampler, tables) of a tiny untrained E2E-GRec model."""
   tables = NodeTables(toy_data.toy_node_table_arrays())
@@ -96,7 +101,7 @@ def bundle():
   return model, sampler, tables
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def model_dir(bundle, tmp_path_factory) -> str:
   """A serving dir with version 1 of the model, as the Pusher leaves it."""
   base = str(tmp_path_factory.mktemp("serving"))
@@ -216,7 +221,7 @@ _LOAD_WITHOUT_TFGNN = textwrap.dedent("""
 
 def test_signatures_use_stock_ops_and_load_without_tensorflow_gnn(bundle, model_dir):
   model, sampler, _ = bundle
-  feeds = {"user_id": USER, "video_ids": CANDIDATES, "tab": 100, "hour": 9, "day": DAY}
+  feeds = _rank_rows(USER, CANDIDATES)
   env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
   env["TF_CPP_MIN_LOG_LEVEL"] = "3"
   result = subprocess.run(
@@ -270,9 +275,7 @@ def test_no_graph_model_exports_without_a_sampler(bundle, tmp_path):
   export.export_saved_model(model, None, tables, config, str(tmp_path / "1"))
   signatures = tf.saved_model.load(str(tmp_path / "1")).signatures
   ranked = signatures[requests.RANK_SIGNATURE](
-      user_id=tf.constant(USER, tf.int64), video_ids=tf.constant(CANDIDATES, tf.int64),
-      tab=tf.constant(100, tf.int64), hour=tf.constant(9, tf.int64),
-      day=tf.constant(DAY, tf.int64))
+      **{k: tf.constant(v, tf.int64) for k, v in _rank_rows(USER, CANDIDATES).items()})
   _assert_close({k: v.numpy() for k, v in ranked.items()}, expected)
   examples = export.request_examples(None, USER, CANDIDATES, 100, 9, DAY)
   scored = signatures[requests.EXAMPLES_SIGNATURE](examples=tf.constant(examples))
@@ -301,9 +304,7 @@ def test_rank_matches_in_process_model_and_saved_model(bundle, loaded, stubs):
   served = _outputs(response)
   _assert_close(served, _expected(model, sampler, _features(USER, CANDIDATES)))
   in_process = loaded.signatures[requests.RANK_SIGNATURE](
-      user_id=tf.constant(USER, tf.int64), video_ids=tf.constant(CANDIDATES, tf.int64),
-      tab=tf.constant(100, tf.int64), hour=tf.constant(9, tf.int64),
-      day=tf.constant(DAY, tf.int64))
+      **{k: tf.constant(v, tf.int64) for k, v in _rank_rows(USER, CANDIDATES).items()})
   _assert_close(served, {k: v.numpy() for k, v in in_process.items()})
 
 
@@ -436,7 +437,7 @@ NOT_FOUND, INVALID = grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT
     ("wrong rank", INVALID, "shape [1, 2]"),
     ("too many candidates", INVALID, f"at most {MAX_CANDIDATES}"),
     ("no candidates", INVALID, "no candidates"),
-    ("context per candidate mismatch", INVALID, "hour must hold one value or one per"),
+    ("context per candidate mismatch", INVALID, "hour must hold one value per candidate"),
     ("unknown output", INVALID, "output_filter"),
     ("not a tf.Example", INVALID, "parse"),
     ("example without day", INVALID, "day"),
@@ -488,7 +489,7 @@ def test_rest_predict_columnar_and_row_formats(bundle, served, stubs, examples):
       requests.rank_request(MODEL, USER, CANDIDATES, 100, 9, DAY), timeout=30))
   status, body = _rest(served, f"/v1/models/{MODEL}:predict", {
       "signature_name": "rank",
-      "inputs": {"user_id": USER, "video_ids": CANDIDATES, "tab": 100, "hour": 9, "day": DAY}})
+      "inputs": _rank_rows(USER, CANDIDATES)})
   assert status == 200, body
   _assert_close({k: np.array(v) for k, v in body["outputs"].items()}, expected)
   # Row format: one instance per candidate; per-candidate context is allowed.
@@ -530,18 +531,17 @@ def test_rest_status_and_metadata(served):
     ("/v1/models/..%2Fetc:predict", {"inputs": {}}, None, 400, "path characters"),
     (f"/v1/models/{MODEL}/versions/x:predict", {"inputs": {}}, None, 400, "not a number"),
     (f"/v1/models/{MODEL}:predict", {"signature_name": "rank", "inputs": {
-        "user_id": "u1", "video_ids": [1], "tab": 1, "hour": 1, "day": DAY}}, None, 400,
+        "user_id": ["u1"], "video_ids": [1], "tab": [1], "hour": [1], "day": [DAY]}}, None, 400,
      "expected numbers"),
     (f"/v1/models/{MODEL}:predict", {"signature_name": "rank", "inputs": {
-        "user_id": 1.5, "video_ids": [1], "tab": 1, "hour": 1, "day": DAY}}, None, 400,
+        "user_id": [1.5], "video_ids": [1], "tab": [1], "hour": [1], "day": [DAY]}}, None, 400,
      "expected integers"),
     (f"/v1/models/{MODEL}:predict", {"signature_name": "rank", "inputs": {
-        "user_id": 1, "video_ids": [[1], [2, 3]], "tab": 1, "hour": 1, "day": DAY}}, None,
+        "user_id": [1], "video_ids": [[1], [2, 3]], "tab": [1], "hour": [1], "day": [DAY]}}, None,
      400, "rectangular"),
-    (f"/v1/models/{MODEL}:predict", {"signature_name": "rank", "inputs": {
-        "user_id": 1, "video_ids": list(range(MAX_CANDIDATES + 1)), "tab": 1, "hour": 1,
-        "day": DAY}}, None, 400, "too many candidates"),
-    (f"/v1/models/{MODEL}:predict", {"signature_name": "rank", "inputs": {"user_id": 1}},
+    (f"/v1/models/{MODEL}:predict", {"signature_name": "rank", "inputs": _rank_rows(
+        1, list(range(MAX_CANDIDATES + 1)))}, None, 400, "too many candidates"),
+    (f"/v1/models/{MODEL}:predict", {"signature_name": "rank", "inputs": {"user_id": [1]}},
      None, 400, "missing input(s)"),
     (f"/v1/models/{MODEL}:predict", {"instances": [{"b64": "***"}]}, None, 400, "base64"),
     (f"/v1/models/{MODEL}:predict", {"signature_name": "nope", "inputs": {}}, None, 404,
