@@ -151,7 +151,7 @@ def test_busy_ports_fail_at_start_with_one_clear_message(served, model_dir, caps
                      match=f"REST on 127.0.0.1:{served.rest_port}.*in use"):
     server_lib.ModelServer(model_dir, config).start()
   # `e2e-grec serve` prints that one line and exits non-zero.
-  assert server_lib.serve(model_dir, config) == 1
+  assert server_lib.serve(model_dir, config, CONFIG.export.max_candidates) == 1
   err = capsys.readouterr().err.strip()
   assert err.startswith("error: cannot serve REST") and "\n" not in err
   # The running server still answers on both ports.
