@@ -18,8 +18,10 @@ The config is the DEFAULT one (plus `--set` overrides, recorded in the JSON).
    variants (GradNorm vs fixed weights, with vs without GFAE, step vs forward
    only), so shares are of their sum; input overlaps compute in training.
 3. Wall time to the best eval mean GAUC, from finished runs' metrics.json
-   (`--runs`): e2e's whole run against two_stage's pretrain + full-graph
-   embedding inference + ranker training.
+   (`--runs`, e.g. the experiments' runs/): e2e's whole run against
+   two_stage's pretrain + full-graph embedding inference + ranker training.
+   `--train-runs DIR` first trains e2e and two_stage at this benchmark's
+   config into DIR/<mode>_seed0 (a finished run is reused, a killed one resumes).
 
 Writes benchmarks/results/bench_training_cost.json.
 """
@@ -42,6 +44,7 @@ from e2e_grec import config as config_lib
 from e2e_grec.models import modes, two_stage
 from e2e_grec.models.e2e_grec import E2EGRec
 from e2e_grec.training import inputs as inputs_lib
+from e2e_grec.training import run as run_lib
 
 MODES = ("no_graph", "two_stage", "e2e")
 PARTS = ("input", "forward", "backward", "gfae", "gradnorm")
@@ -147,6 +150,14 @@ def wall_times(runs_dir: str) -> dict:
   return out
 
 
+def train_runs(config: config_lib.Config, examples: str, graph: str, runs_dir: str) -> None:
+  """Trains e2e and two_stage at `config` into runs_dir/<mode>_seed<seed> (for part 3)."""
+  for mode in ("e2e", "two_stage"):
+    out = os.path.join(runs_dir, f"{mode}_seed{config.train.seed}")
+    if not os.path.exists(os.path.join(out, "metrics.json")):
+      run_lib.run(config.replace(**{"model.mode": mode}), examples, graph, out)
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   bench_inputs.add_arguments(parser, "bench_training_cost")
@@ -154,6 +165,7 @@ def main(argv=None) -> int:
                       help="Config override on top of the defaults, e.g. sampling.fanouts=[5].")
   parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
   parser.add_argument("--runs", help="experiments work dir's runs/ (for wall times)")
+  parser.add_argument("--train-runs", help="train e2e and two_stage here first (for wall times)")
   parser.add_argument("--steps", type=int, default=20)
   parser.add_argument("--warmup", type=int, default=3)
   parser.add_argument("--no-profile", dest="profile", action="store_false")
@@ -170,8 +182,10 @@ def main(argv=None) -> int:
   reference = result["throughput"].get("no_graph", {}).get("examples_per_s")
   for t in result["throughput"].values():
     t["cost_per_example_vs_no_graph"] = reference / t["examples_per_s"] if reference else None
-  if args.runs:
-    result["wall_time_to_best"] = wall_times(args.runs)
+  if args.train_runs:
+    train_runs(base, examples, graph, args.train_runs)
+  if args.runs or args.train_runs:
+    result["wall_time_to_best"] = wall_times(args.train_runs or args.runs)
   os.makedirs(RESULTS_DIR, exist_ok=True)
   with open(os.path.join(RESULTS_DIR, "bench_training_cost.json"), "w") as f:
     json.dump(result, f, indent=2)
