@@ -184,8 +184,8 @@ def main(argv=None) -> int:
     t["cost_per_example_vs_no_graph"] = reference / t["examples_per_s"] if reference else None
   if args.train_runs:
     train_runs(base, examples, graph, args.train_runs)
-  if args.runs or args.train_runs:
-    result["wall_time_to_best"] = wall_times(args.train_runs or args.runs)
+  runs_dir = args.train_runs or args.runs
+  result["wall_time_to_best"] = wall_times(runs_dir) if runs_dir else {}
   os.makedirs(RESULTS_DIR, exist_ok=True)
   with open(os.path.join(RESULTS_DIR, "bench_training_cost.json"), "w") as f:
     json.dump(result, f, indent=2)
