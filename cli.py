@@ -27,11 +27,11 @@ from typing import Any, Callable
 
 import e2e_grec
 from e2e_grec import config as config_lib
+from e2e_grec import contracts
 
 # Where each invocation's log (with any traceback) goes; overridable for CI.
 LOG_DIR_ENV = "E2E_GREC_LOG_DIR"
 # The resolved config that `train` saves in its --out directory.
-TRAINED_CONFIG_FILE = "config.yaml"
 # Commands that pass the arguments after `--` to Apache Beam.
 BEAM_COMMANDS = ("build-graph",)
 
@@ -148,7 +148,7 @@ COMMANDS: dict[str, Command] = {
     "build-graph": Command("e2e_grec.graph.builder:command",
                            "Build the heterogeneous graph with Beam (Beam options after `--`).",
                            _build_graph),
-    "train": Command("e2e_grec.models.train:command",
+    "train": Command("e2e_grec.training.run:command",
                      "Train and evaluate one model (model.mode: e2e, two_stage, no_graph).",
                      _train),
     "export": Command("e2e_grec.cli:export",
@@ -179,13 +179,13 @@ def export(args: argparse.Namespace, config: config_lib.Config) -> int:
   """
   import shutil  # pylint: disable=g-import-not-at-top
   import time  # pylint: disable=g-import-not-at-top
-  from e2e_grec.models import train  # pylint: disable=g-import-not-at-top  (heavy)
+  from e2e_grec.training import run as run_lib  # pylint: disable=g-import-not-at-top  (heavy)
   from e2e_grec.serving import export as export_lib  # pylint: disable=g-import-not-at-top
 
-  saved = os.path.join(args.model, TRAINED_CONFIG_FILE)
+  saved = os.path.join(args.model, contracts.RUN_CONFIG_FILE)
   if not os.path.exists(saved):
     raise FileNotFoundError(f"{saved} does not exist: --model must be the --out of `train`")
-  trained = config_lib.load(saved).replace(serving=config.serving)
+  trained = config_lib.load(saved).replace(serving=config.serving, export=config.export)
   base = os.path.join(args.out, config.serving.model_name)
   os.makedirs(base, exist_ok=True)
   versions = [int(v) for v in os.listdir(base) if v.isdigit()]
@@ -193,7 +193,7 @@ def export(args: argparse.Namespace, config: config_lib.Config) -> int:
   with tempfile.TemporaryDirectory(dir=args.out, prefix=".export-") as scratch:
     run_copy = os.path.join(scratch, "run")
     shutil.copytree(args.model, run_copy, ignore=shutil.ignore_patterns("tensorboard"))
-    result = train.build_and_train(trained, args.examples, args.graph, run_copy)
+    result = run_lib.run(trained, args.examples, args.graph, run_copy)
     staged = os.path.join(scratch, version)
     export_lib.export_saved_model(result.model, result.sampler, result.tables, trained, staged)
     os.replace(staged, os.path.join(base, version))

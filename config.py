@@ -147,6 +147,9 @@ class TrainConfig:
   # (and after every epoch), so a killed run resumes close to where it died.
   log_every_steps: int = 20
   checkpoint_every_steps: int = 200
+  # "first,last": write a TensorBoard profiler trace of these training steps
+  # (to the run's tensorboard/); "" = no trace.
+  profile_steps: str = ""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -95,6 +95,10 @@ SAMPLING_ARTIFACTS_DIR: Final = "artifacts"
 MODEL_METRICS_FILE: Final = "eval_metrics.json"
 # A training run's final metrics (and history) in its output directory.
 RUN_METRICS_FILE: Final = "metrics.json"
+# The same metrics as a Markdown table.
+RUN_METRICS_TABLE_FILE: Final = "metrics.md"
+# The resolved config a run (or a pipeline root) was made with.
+RUN_CONFIG_FILE: Final = "config.yaml"
 # The Evaluator's comparison in the `ModelEvaluation` artifact: JSON and a table.
 EVALUATION_METRICS_FILE: Final = "metrics.json"
 EVALUATION_TABLE_FILE: Final = "metrics.md"

@@ -4,6 +4,7 @@
     graph ──> [GFAE mask] ─> GraphEncoder ─> readout(user, video) ─> fusion ─> ranker ─> tasks
                                   └─> GFAE decoder ─> gfae loss
 
+What each mode does is stated once, in `modes.py` (`self.mode`):
 - `e2e`: the encoder trains with the ranker; every ranking loss (and the GFAE
   loss, if `model.gfae`) back-propagates into the GNN.
 - `two_stage`: the encoder is pretrained separately (`two_stage.py`) and then
@@ -14,7 +15,8 @@
 `call` is the serving contract: inputs `user_id`, `video_id`, `tab`, `hour`,
 `day` (+ `graph` unless no_graph), outputs probabilities of the binary tasks
 and the `stay` value. `train_step` is the one extension point of training: it
-weights all losses with the configured balancer (GradNorm by default) and
+weights all losses with the configured balancer (GradNorm by default), adds
+the regularisation losses (`self.losses`, as TFRS's base model does) and
 feeds the balancer the per-loss gradient norms on the last shared layer
 (every `train.gradnorm_every_steps` steps; 1 = every step, as in the paper).
 """
@@ -30,6 +32,7 @@ from e2e_grec.contracts import GRAPH_INPUT
 from e2e_grec.datasets.labels import BINARY_TASKS, REGRESSION_TASKS
 from e2e_grec.datasets.node_tables import NodeTables
 from e2e_grec.models import encoder as encoder_lib
+from e2e_grec.models import modes
 from e2e_grec.models.gfae import GraphFeatureAutoEncoder
 from e2e_grec.models.loss_balancing import make_balancer
 from e2e_grec.models.ranker import MultiTaskRanker
@@ -45,10 +48,10 @@ class E2EGRec(tfrs.Model):
                binary_tasks=BINARY_TASKS, regression_tasks=REGRESSION_TASKS, **kwargs):
     super().__init__(**kwargs)
     model_config = config.model
-    self.mode = model_config.mode
+    self.mode = modes.of(config)
     self.binary_tasks, self.regression_tasks = tuple(binary_tasks), tuple(regression_tasks)
     self.task_names = self.binary_tasks + self.regression_tasks
-    use_graph = self.mode != "no_graph"
+    use_graph = self.mode.has_encoder
     self.encoder = (encoder_lib.GraphEncoder(tables, model_config, name="gnn")
                     if use_graph else None)
     self.gfae = (GraphFeatureAutoEncoder(
@@ -64,16 +67,16 @@ class E2EGRec(tfrs.Model):
     self.tasks.update({t: tfrs.tasks.Ranking(loss=tf.keras.losses.MeanSquaredError(),
                                              name=t)
                        for t in self.regression_tasks})
-    # The GFAE loss joins the ranking losses only when the GNN trains with them.
-    self.trains_gfae = self.mode == "e2e" and self.gfae is not None
+    self.trains_gfae = self.mode.trains_gfae(model_config)
     self.loss_names = self.task_names + ((GFAE_LOSS,) if self.trains_gfae else ())
     self.balancer = make_balancer(config.train, self.loss_names)
     self.balance_every = config.train.gradnorm_every_steps
     if self.balance_every < 1:
       raise ValueError(f"train.gradnorm_every_steps must be >= 1, got {self.balance_every}")
-    if self.mode == "two_stage":
+    if self.encoder is not None and not self.mode.encoder_trains_with_ranker:
       self.encoder.trainable = False
-      self.gfae.trainable = False
+      if self.gfae is not None:
+        self.gfae.trainable = False
 
   # -- forward -------------------------------------------------------------
 
@@ -85,14 +88,15 @@ class E2EGRec(tfrs.Model):
     if all(key in inputs for key in PRECOMPUTED.values()):
       return {ns: inputs[key] for ns, key in PRECOMPUTED.items()}, None
     if GRAPH_INPUT not in inputs:
-      raise ValueError(f"mode {self.mode!r} needs input {GRAPH_INPUT!r} (the sampled "
+      raise ValueError(f"mode {self.mode.name!r} needs input {GRAPH_INPUT!r} (the sampled "
                        f"subgraph) or precomputed {sorted(PRECOMPUTED.values())}")
     graph = inputs[GRAPH_INPUT]
     masks = self.gfae.sample_masks(graph) if training and self.trains_gfae else None
-    encoded = self.encoder(graph, masks=masks, training=training and self.mode == "e2e")
+    trains_encoder = self.mode.encoder_trains_with_ranker
+    encoded = self.encoder(graph, masks=masks, training=training and trains_encoder)
     gfae_loss = self.gfae(encoded, masks) if masks is not None else None
     embeddings = encoder_lib.readout(encoded)
-    if self.mode == "two_stage":  # Frozen: no gradient may reach the encoder.
+    if not trains_encoder:  # Frozen: no gradient may reach the encoder.
       embeddings = {ns: tf.stop_gradient(e) for ns, e in embeddings.items()}
     return embeddings, gfae_loss
 
@@ -147,7 +151,7 @@ class E2EGRec(tfrs.Model):
     e2e: the GNN's last round (every task reads its user/video states, GFAE
     decodes from them); otherwise the last shared-bottom layer(s).
     """
-    if self.mode == "e2e":
+    if self.mode.encoder_trains_with_ranker:
       return self.encoder.last_layer.trainable_variables
     return [v for layer in self.ranker.bottom.shared_layers
             for v in layer.trainable_variables]
@@ -157,6 +161,8 @@ class E2EGRec(tfrs.Model):
     with tf.GradientTape(persistent=balancer.needs_grad_norms) as tape:
       losses = self.compute_losses(inputs, training=True)
       total = balancer.combine(losses)
+      if self.losses:  # Regularisation losses of the layers, as in tfrs.Model.
+        total += tf.add_n(self.losses)
     variables = self.trainable_variables
     grads = tape.gradient(total, variables)
     self.optimizer.apply_gradients(

@@ -23,6 +23,33 @@ from e2e_grec.datasets.node_tables import NODE_SETS, NodeTables
 READOUT_NODE_SETS = SEED_NODE_SETS
 
 
+def edges_into(graph: tfgnn.GraphTensor, keep: Mapping[str, tf.Tensor]) -> tfgnn.GraphTensor:
+  """`graph` without the edges whose receiver (SOURCE) is a node that `keep` drops.
+
+  `keep` is bool [N] per node set; edge sets into other node sets and the
+  `_readout` structure are left whole. A round on the result gives every kept
+  node exactly the state it gets on `graph` (it sees all its edges).
+  """
+  edge_sets = {}
+  for name, edge_set in graph.edge_sets.items():
+    adjacency = edge_set.adjacency
+    if name.startswith("_") or adjacency.source_name not in keep:
+      edge_sets[name] = edge_set
+      continue
+    selected = tf.gather(keep[adjacency.source_name], adjacency.source)
+    component = tf.repeat(tf.range(graph.num_components), edge_set.sizes)
+    sizes = tf.math.unsorted_segment_sum(tf.cast(selected, edge_set.sizes.dtype),
+                                         component, graph.num_components)
+    edge_sets[name] = tfgnn.EdgeSet.from_fields(
+        sizes=sizes,
+        adjacency=tfgnn.Adjacency.from_indices(
+            source=(adjacency.source_name, tf.boolean_mask(adjacency.source, selected)),
+            target=(adjacency.target_name, tf.boolean_mask(adjacency.target, selected))),
+        features={k: tf.boolean_mask(v, selected) for k, v in edge_set.features.items()})
+  return tfgnn.GraphTensor.from_pieces(context=graph.context, node_sets=graph.node_sets,
+                                       edge_sets=edge_sets)
+
+
 def seed_mask(graph: tfgnn.GraphTensor, node_set: str) -> tf.Tensor:
   """bool [N] of `node_set`: True for nodes that are some example's seed."""
   readout = graph.edge_sets[readout_edge_set(node_set)].adjacency.source
@@ -118,6 +145,10 @@ class GraphEncoder(tf.keras.layers.Layer):
 
   The last round updates only `user` and `video` (all that the readout and
   the GFAE decoder use), except for HGT, which always updates every receiver.
+  Of those, only the seeds and the GFAE-masked nodes are read afterwards, so
+  the last round passes messages only into them (`edges_into`): their states
+  are exact, other `user`/`video` final states are not meaningful. That skips
+  the outermost hop's edges, most of a round's work.
   `last_layer` is the layer whose weights every loss depends on (GradNorm
   measures gradient norms there in e2e mode).
   """
@@ -129,6 +160,7 @@ class GraphEncoder(tf.keras.layers.Layer):
     n = config.gnn_layers
     if n < 1:
       raise ValueError(f"model.gnn_layers must be >= 1, got {n}")
+    self._prune_last_round = config.gnn != "hgt"
     self.rounds = [
         _graph_update(config.gnn, config.gnn_hidden_dim, config.gnn_dropout,
                       READOUT_NODE_SETS if i == n - 1 else None)
@@ -141,9 +173,15 @@ class GraphEncoder(tf.keras.layers.Layer):
   def call(self, graph: tfgnn.GraphTensor, masks: Mapping[str, tf.Tensor] | None = None,
            training: bool = False) -> tfgnn.GraphTensor:
     graph = self.node_inputs(graph, masks=masks)
-    for update in self.rounds:
+    for update in self.rounds[:-1]:
       graph = update(graph, training=training)
-    return graph
+    last = graph
+    if self._prune_last_round:
+      read = {ns: seed_mask(graph, ns) for ns in READOUT_NODE_SETS if ns in graph.node_sets}
+      for ns, mask in (masks or {}).items():
+        read[ns] = tf.logical_or(read[ns], mask)
+      last = edges_into(graph, read)
+    return self.rounds[-1](last, training=training)
 
 
 def readout(graph: tfgnn.GraphTensor) -> dict[str, tf.Tensor]:

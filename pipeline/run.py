@@ -36,7 +36,6 @@ from e2e_grec.pipeline import pipeline as pipeline_lib
 METADATA_FILE = "metadata.sqlite"
 # Longer errors (Keras call traces) are cut on the console; the log has them whole.
 MAX_ERROR_LINES = 30
-CONFIG_FILE = "config.yaml"
 LOCK_FILE = "run.lock"
 # Custom property set on executions found RUNNING with no live run to own them.
 ABANDONED_PROPERTY = "abandoned_reason"
@@ -302,7 +301,7 @@ def run(config: Config, out: TextIO = sys.stdout) -> RunResult:
   pipeline = pipeline_lib.create_pipeline(config, where)
   node_ids = [c.id for c in pipeline.components]
   with root_lock(root):
-    config.save(os.path.join(root, CONFIG_FILE))
+    config.save(os.path.join(root, contracts.RUN_CONFIG_FILE))
     log_file = os.path.join(
         root, "logs", f"run-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}.log")
     print(f"Running pipeline {config.pipeline.name!r} on "
@@ -365,7 +364,7 @@ def summary(result: RunResult) -> str:
               _read(os.path.join(evaluator.uri("evaluation"), contracts.EVALUATION_TABLE_FILE)),
               f"{'BLESSED' if blessed else 'NOT BLESSED'}: {message}"]
   where = [("pipeline root (MLMD: metadata.sqlite)", result.root),
-           ("resolved config", os.path.join(result.root, CONFIG_FILE)),
+           ("resolved config", os.path.join(result.root, contracts.RUN_CONFIG_FILE)),
            ("log", result.log_file)]
   for node_id, key, label in (("ExampleGen", "examples", "examples"),
                               ("GraphBuilder", "graph", "graph"),

@@ -81,8 +81,11 @@ class Scorer:
     if unknown:
       raise ValueError(f"export.task_weights has unknown task(s) {unknown}; "
                        f"tasks are {', '.join(TASKS)}")
+    if model.mode.has_encoder != (sampler is not None):
+      raise ValueError(f"a {model.mode.name} model needs "
+                       f"{'a' if model.mode.has_encoder else 'no'} sampler")
     self.model = model
-    # None: a no_graph model, whose requests carry no subgraph.
+    # None exactly when the mode has no encoder: requests carry no subgraph.
     self.sampler = sampler
     self.task_weights = tuple(sorted(serving.task_weights.items()))
     self.max_candidates = serving.max_candidates

@@ -166,3 +166,34 @@ def test_gradnorm_updates_only_every_n_steps(toy):
   np.testing.assert_array_equal(weights[0], np.ones(6))  # step 1: no update yet
   assert not np.allclose(weights[1], weights[0])
   np.testing.assert_array_equal(weights[2], weights[1])
+
+
+@pytest.mark.parametrize("gnn", ["graph_sage", "gatv2"])
+def test_last_round_on_read_nodes_only_is_exact(toy, gnn):
+  """Pruning the last round to edges into seeds and masked nodes changes none of their states."""
+  tables, _, graph = toy
+  encoder = encoder_lib.GraphEncoder(tables, _config(**{"model.gnn": gnn}).model)
+  masks = GraphFeatureAutoEncoder(tables, mask_rate=0.5, seed=3).sample_masks(graph)
+  pruned = encoder(graph, masks=masks)
+  full_graph = encoder.node_inputs(graph, masks=masks)
+  for update in encoder.rounds:
+    full_graph = update(full_graph)
+  for ns in ("user", "video"):
+    read = encoder_lib.seed_mask(graph, ns).numpy() | masks[ns].numpy()
+    assert read.sum() < len(read), "the toy graph should have nodes nobody reads"
+    np.testing.assert_allclose(pruned.node_sets[ns][tfgnn.HIDDEN_STATE].numpy()[read],
+                               full_graph.node_sets[ns][tfgnn.HIDDEN_STATE].numpy()[read],
+                               rtol=1e-5, atol=1e-6)
+  pruned_edges = sum(int(e.sizes[0]) for e in encoder_lib.edges_into(
+      graph, {"user": masks["user"], "video": masks["video"]}).edge_sets.values())
+  assert pruned_edges < sum(int(e.sizes[0]) for e in graph.edge_sets.values())
+
+
+def test_train_step_adds_regularisation_losses(toy):
+  tables, batch, _ = toy
+  model = _model("no_graph", tables, **{"train.loss_balancer": "fixed"})
+  model(batch)
+  model.add_loss(lambda: tf.constant(5.0))
+  logs = model.train_step(batch)
+  task_losses = sum(float(v) for k, v in logs.items() if k.startswith("loss/"))
+  assert np.isclose(float(logs["loss"]), task_losses + 5.0, rtol=1e-5)

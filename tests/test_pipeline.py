@@ -88,7 +88,7 @@ def test_first_run_pushes_a_blessed_savedmodel(two_runs):
   loaded = tf.saved_model.load(destination)
   assert {"serving_default", "rank"} <= set(loaded.signatures)
 
-  assert config_lib.load(os.path.join(first.root, run_lib.CONFIG_FILE)) == config
+  assert config_lib.load(os.path.join(first.root, contracts.RUN_CONFIG_FILE)) == config
 
   text = run_lib.summary(first)
   assert "mean_gauc" in text and "BLESSED" in text and destination in text

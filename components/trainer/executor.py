@@ -58,10 +58,18 @@ def read_model_metrics(model_dir: str) -> ModelMetrics:
     raise ValueError(f"cannot read the model's eval metrics {path}: {e}") from e
 
 
+class ServingExporter:
+  """Exports a run's model as the serving SavedModel (a `training.run.ModelExporter`)."""
+
+  def save(self, result, export_dir: str) -> None:
+    from e2e_grec.serving import export
+    export.export_saved_model(result.model, result.sampler, result.tables, result.config,
+                              export_dir)
+
+
 def run_fn(fn_args: fn_args_utils.FnArgs) -> None:
   """Trains `config.model.mode`, exports the SavedModel, records the eval metrics."""
-  from e2e_grec.models import train  # heavy imports only in the training step
-  from e2e_grec.serving import export
+  from e2e_grec.training import run  # heavy imports only in the training step
 
   custom = fn_args.custom_config
   config = contracts.decode_config(custom[contracts.CONFIG_KEY])
@@ -73,8 +81,8 @@ def run_fn(fn_args: fn_args_utils.FnArgs) -> None:
     run_dir = stack.enter_context(staging.output_dir(fn_args.model_run_dir))
     export_dir = stack.enter_context(staging.output_dir(fn_args.serving_model_dir))
     logging.info("training a %s model; logs in %s", config.model.mode, run_dir)
-    result = train.build_and_train(config, examples_dir, graph_dir, run_dir)
-    export.export_saved_model(result.model, result.sampler, result.tables, config, export_dir)
+    result = run.run(config, examples_dir, graph_dir, run_dir,
+                     model_exporters=[ServingExporter()], export_dir=export_dir)
   write_model_metrics(custom[MODEL_DIR_KEY], ModelMetrics(
       mode=config.model.mode, examples=custom[EXAMPLES_DIR_KEY],
       metrics=quality_metrics(result.metrics)))

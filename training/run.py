@@ -1,0 +1,176 @@
+"""One training run: `e2e-grec train`, the TFX Trainer and the benchmarks call `run`.
+
+    run(config, examples_dir, graph_dir, out_dir) -> RunResult
+
+The mode (`models.modes`) decides the phases: two_stage first pretrains the
+encoder and precomputes its embeddings (each phase done once, remembered
+across resumes), then every mode trains the ranker with `loop.Trainer`.
+`model_exporters` (TF-GNN's `ModelExporter` role) then save the model.
+
+Output in `out_dir`:
+  checkpoints/         model, optimizers, step, wall time; a rerun resumes
+  tensorboard/         every loss, GradNorm weights and gradient norms,
+                       throughput, eval metrics (+ a profiler trace of
+                       `train.profile_steps`)
+  train_log.jsonl      the logged scalars, one JSON object per log step
+  eval_history.jsonl   every epoch's eval metrics, across resumes
+  timing.json          two_stage: seconds of pretraining and precomputing
+  gradnorm_weights.png the loss weights over training
+  metrics.json, metrics.md   last eval metrics, best / time to best, timing
+  weights/model        the trained weights (`model.save_weights`): rebuild with
+                       `E2EGRec(tables, config)`, call it once on a batch, then
+                       `load_weights` -- or take `RunResult.model`.
+  config.yaml          the resolved config
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from typing import Callable, Protocol, Sequence
+
+import e2e_grec  # noqa: F401  (legacy Keras before TensorFlow)
+import numpy as np
+import tensorflow as tf
+
+from e2e_grec import contracts
+from e2e_grec.config import Config
+from e2e_grec.datasets.labels import BINARY_TASKS, REGRESSION_TASKS
+from e2e_grec.datasets.node_tables import NodeTables
+from e2e_grec.models import metrics as metrics_lib
+from e2e_grec.models import modes, two_stage
+from e2e_grec.models.e2e_grec import E2EGRec
+from e2e_grec.training.inputs import Inputs
+from e2e_grec.training.loop import Trainer
+from e2e_grec.training.run_log import plot_weights
+
+TIMING_FILE = "timing.json"
+
+
+@dataclasses.dataclass
+class RunResult:
+  """What a training run produced; `model` is ready for serving export."""
+  model: E2EGRec
+  metrics: dict
+  sampler: object | None
+  tables: NodeTables
+  config: Config
+
+
+class ModelExporter(Protocol):
+  """Saves a finished run's model (TF-GNN runner's `ModelExporter`)."""
+
+  def save(self, result: RunResult, export_dir: str) -> None:
+    ...
+
+
+class _Timing:
+  """Seconds per phase, kept in `timing.json` so a resume keeps earlier phases'."""
+
+  def __init__(self, out_dir: str):
+    self._path = os.path.join(out_dir, TIMING_FILE)
+    self.values: dict = {}
+    if os.path.exists(self._path):
+      with open(self._path) as f:
+        self.values = json.load(f)
+
+  def record(self, **values) -> None:
+    self.values.update(values)
+    with open(self._path, "w") as f:
+      json.dump(self.values, f)
+
+
+def _two_stage_phases(config: Config, model: E2EGRec, inputs: Inputs, trainer: Trainer,
+                      pretrained: tf.Variable, resumed: bool, out_dir: str,
+                      timing: _Timing) -> None:
+  """Pretrains the encoder and switches the inputs to its precomputed embeddings."""
+  if not bool(pretrained.numpy()):
+    t0 = time.time()
+    steps = two_stage.pretrain(
+        model, lambda e: inputs.train(e, use_cache=False), config.train.pretrain_epochs,
+        config.train.learning_rate,
+        log=lambda s, logs: (s % config.train.log_every_steps == 0 and
+                             trainer.log.write(s, logs)))
+    pretrained.assign(True)
+    trainer.save()
+    timing.record(pretrain_steps=steps, pretrain_s=time.time() - t0)
+  if os.path.exists(os.path.join(out_dir, two_stage.CACHE_FILE)) and resumed:
+    cache = two_stage.EmbeddingCache.load(out_dir)
+  else:
+    t0 = time.time()
+    cache = two_stage.precompute(model, inputs.sampler, inputs.tables,
+                                 [inputs.train_columns, inputs.eval_columns],
+                                 config.train.batch_size)
+    cache.save(out_dir)
+    trainer.save()
+    timing.record(precompute_s=time.time() - t0)
+  inputs.use_cache(cache.lookup_fn(inputs.tables))
+
+
+def _train_examples_per_s(records: list[dict]) -> float | None:
+  """Median logged throughput (every process of the run; robust to its first, tracing window)."""
+  rates = [r["throughput/train_examples_per_s"] for r in records
+           if "throughput/train_examples_per_s" in r]
+  return float(np.median(rates)) if rates else None
+
+
+def run(config: Config, examples_dir: str, graph_dir: str | None, out_dir: str, *,
+        model_exporters: Sequence[ModelExporter] = (), export_dir: str | None = None,
+        on_step: Callable[[int], None] | None = None) -> RunResult:
+  """Trains (resuming from `out_dir/checkpoints` if present), evaluates, exports.
+
+  `on_step(global_step)` is called after every training step (tests use it
+  to interrupt a run).
+  """
+  started = time.time()
+  mode = modes.of(config)
+  inputs = Inputs.from_dirs(config, examples_dir, graph_dir)
+  os.makedirs(out_dir, exist_ok=True)
+  config.save(os.path.join(out_dir, contracts.RUN_CONFIG_FILE))
+  tf.keras.utils.set_random_seed(config.train.seed)
+  logging.info("train: mode=%s, %d train / %d eval examples, %d steps per epoch", mode.name,
+               len(inputs.train_columns["user_id"]), len(inputs.eval_columns["user_id"]),
+               inputs.steps_per_epoch())
+
+  model = E2EGRec(inputs.tables, config)
+  model.compile(optimizer=tf.keras.optimizers.Adam(config.train.learning_rate))
+  # Build the model's variables before restoring (optimizer slots and GradNorm
+  # state are restored when they are created, at the first step).
+  model(next(iter(inputs.train(0, use_cache=False).take(1))))
+  model.balancer.loss_weights()
+  pretrained = tf.Variable(False, trainable=False, name="pretrained")
+  trainer = Trainer(config, model, inputs, out_dir, started,
+                    extra_state={"pretrained": pretrained}, on_step=on_step)
+  resumed = trainer.restore()
+  timing = _Timing(out_dir)
+  if mode.pretrains_encoder:
+    _two_stage_phases(config, model, inputs, trainer, pretrained, resumed, out_dir, timing)
+  t0 = time.time()
+  trainer.fit()
+
+  metrics = trainer.history.summary()
+  records = trainer.log.records()
+  metrics.update(timing.values, train_s=time.time() - t0, mode=mode.name,
+                 train_examples_per_s=_train_examples_per_s(records))
+  model.save_weights(os.path.join(out_dir, "weights", "model"))
+  plot_weights(records, os.path.join(out_dir, "gradnorm_weights.png"))
+  with open(os.path.join(out_dir, contracts.RUN_METRICS_FILE), "w") as f:
+    f.write(metrics_lib.to_json(metrics))
+  with open(os.path.join(out_dir, contracts.RUN_METRICS_TABLE_FILE), "w") as f:
+    f.write(metrics_lib.to_markdown(metrics, model.binary_tasks, model.regression_tasks))
+  result = RunResult(model=model, metrics=metrics, sampler=inputs.sampler,
+                     tables=inputs.tables, config=config)
+  for exporter in model_exporters:
+    if export_dir is None:
+      raise ValueError("model_exporters given without an export_dir")
+    exporter.save(result, export_dir)
+  return result
+
+
+def command(args, config: Config) -> int:
+  """`e2e-grec train`: trains one model and prints its eval metrics."""
+  metrics = run(config, args.examples, args.graph, args.out).metrics
+  print(metrics_lib.to_markdown(metrics, BINARY_TASKS, REGRESSION_TASKS))
+  return 0
