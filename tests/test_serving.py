@@ -561,10 +561,14 @@ def test_rest_bad_requests(served, path, body, raw, code, fragment):
 
 # ---- client ----------------------------------------------------------------
 
+def _client_config(served) -> config_lib.Config:
+  return CONFIG.replace(**{"serving.grpc_port": served.grpc_port})
+
+
 def test_score_command_prints_ranked_candidates(served, capsys):
   args = argparse.Namespace(user=USER, candidates=",".join(map(str, CANDIDATES)), tab=100,
-                            hour=9, target=f"127.0.0.1:{served.grpc_port}")
-  assert client.command(args, CONFIG) == 0
+                            hour=9, day=None, timeout=10.0)
+  assert client.command(args, _client_config(served)) == 0
   lines = capsys.readouterr().out.strip().splitlines()
   assert "ranked by model e2e_grec version 1" in lines[0]
   assert lines[1].split() == ["rank", "video_id", "score", *requests.TASKS]
@@ -575,12 +579,12 @@ def test_score_command_prints_ranked_candidates(served, capsys):
 
 
 def test_score_command_reports_errors(served, capsys):
-  args = argparse.Namespace(user=USER, candidates="1,x", tab=100, hour=9,
-                            target=f"127.0.0.1:{served.grpc_port}")
-  assert client.command(args, CONFIG) == 2
+  args = argparse.Namespace(user=USER, candidates="1,x", tab=100, hour=9, day=None,
+                            timeout=10.0)
+  assert client.command(args, _client_config(served)) == 2
   assert "'x' is not an integer video id" in capsys.readouterr().err
   args.candidates = ",".join(str(i) for i in range(MAX_CANDIDATES + 1))
-  assert client.command(args, CONFIG) == 1
+  assert client.command(args, _client_config(served)) == 1
   assert "INVALID_ARGUMENT" in capsys.readouterr().err
 
 
