@@ -4,13 +4,14 @@ import dataclasses
 import glob
 import json
 import os
+import sys
 
 import e2e_grec  # noqa: F401  (legacy Keras before TensorFlow)
 import pytest
 
 from e2e_grec import config as config_lib
 from e2e_grec.models import toy_data
-from e2e_grec.tuning import search, space
+from e2e_grec.tuning import search, space, training_run
 
 # Tiny runs: two training steps, then the eval on 64 toy examples.
 BASE = ["train.batch_size=32", "train.max_train_steps=2", "train.log_every_steps=1",
@@ -82,14 +83,16 @@ def test_search_runs_resumes_without_repeating_and_logs_hparams(tmp_path):
     assert json.load(f)["trials"] == second["trials"]
 
 
-def test_a_failing_run_is_recorded_and_not_retried(tmp_path):
-  examples, _ = toy_data.write_toy_run_inputs(str(tmp_path / "toy"))
-  out, missing_graph = str(tmp_path / "study"), str(tmp_path / "no_graph")
-  summary = search.search(examples, missing_graph, out, trials=1, space=TOY_SPACE,
-                          overrides=BASE)
+def test_a_failing_run_is_recorded_and_not_retried(tmp_path, monkeypatch):
+  examples, graph = toy_data.write_toy_run_inputs(str(tmp_path / "toy"))
+  out = str(tmp_path / "study")
+  # A trainer that dies at once, without the cost of importing TensorFlow.
+  monkeypatch.setattr(training_run, "train_command",
+                      lambda *_: [sys.executable, "-c", "raise SystemExit('bad input')"])
+  summary = search.search(examples, graph, out, trials=1, space=TOY_SPACE, overrides=BASE)
   assert summary["trials"] == {"fail": 1} and summary["best"] == []
   with open(os.path.join(out, "runs", os.listdir(os.path.join(out, "runs"))[0],
                          "train.log")) as f:
-    assert "no_graph" in f.read()  # The child's error names the missing directory.
-  assert search.search(examples, missing_graph, out, trials=1, space=TOY_SPACE,
+    assert "bad input" in f.read()  # The child's own error is kept in its log.
+  assert search.search(examples, graph, out, trials=1, space=TOY_SPACE,
                        overrides=BASE)["trials"] == {"fail": 1}

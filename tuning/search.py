@@ -29,6 +29,7 @@ of the earlier trials at that epoch.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import logging
 import os
@@ -126,9 +127,6 @@ def summarise(study: optuna.Study, top: int = 5) -> dict:
   """Trials per state, the `top` best complete trials, parameter importances."""
   complete = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
                     key=lambda t: t.value, reverse=True)
-  states: dict[str, int] = {}
-  for t in study.trials:
-    states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1
 
   def entry(t: FrozenTrial) -> dict:
     return {"number": t.number, "mean_gauc": t.value, "params": t.params,
@@ -138,12 +136,14 @@ def summarise(study: optuna.Study, top: int = 5) -> dict:
   baseline = [t for t in complete if t.user_attrs.get("baseline")]
   return {
       "objective": "eval-window mean GAUC after the last epoch (maximised)",
-      "trials": states,
+      "trials": dict(collections.Counter(t.state.name.lower() for t in study.trials)),
       "baseline": entry(baseline[0]) if baseline else None,
       "best": [entry(t) for t in complete[:top]],
-      # fANOVA over the parameters every complete trial has; noisy on few trials.
-      "param_importances": (optuna.importance.get_param_importances(study)
-                            if len(complete) >= 2 else {}),
+      # fANOVA (random forests; PED-ANOVA, Optuna's default, needs many
+      # trials) over the parameters every complete trial has.
+      "param_importances": {k: float(v) for k, v in optuna.importance.get_param_importances(
+          study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)).items()}
+                            if len(complete) >= 2 else {},
   }
 
 
@@ -186,21 +186,11 @@ def search(examples: str, graph: str, out: str, *, trials: int,
   return summarise(study)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-  """`e2e-grec tune` arguments (besides the common --config / --set)."""
-  parser.add_argument("--examples", required=True, help="Output directory of `prepare`.")
-  parser.add_argument("--graph", required=True,
-                      help="Output directory of `build-graph` (with every edge set).")
-  parser.add_argument("--out", required=True, help="Study, runs, TensorBoard logs, summary.")
-  parser.add_argument("--trials", type=int, default=20, help="Finished trials to reach.")
-  parser.add_argument("--max-epochs", type=int, default=space_lib.SearchSpace().max_epochs,
-                      help="Largest train.epochs tried.")
-  parser.add_argument("--seed", type=int, default=0, help="Seed of the TPE sampler.")
-  parser.add_argument("--summary", help="Also write the summary JSON here.")
-
-
 def command(args: argparse.Namespace, config: config_lib.Config) -> int:
-  """`e2e-grec tune`: `config` is `--config` + `--set`, which every trial starts from."""
+  """`e2e-grec tune`: args examples, graph, out, trials, max_epochs, seed, summary.
+
+  `config` is the resolved `--config` + `--set`, which every trial starts from.
+  """
   del config  # Trials resolve --config and --set themselves, in their own process.
   summary = search(args.examples, args.graph, args.out, trials=args.trials,
                    space=space_lib.SearchSpace(max_epochs=args.max_epochs),

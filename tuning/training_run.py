@@ -14,7 +14,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from typing import Callable, Sequence
 
 from e2e_grec import config as config_lib
@@ -88,12 +87,14 @@ def run_training(examples: str, graph: str, out: str, *, config_path: str | None
       reported = 0
       try:
         while child.poll() is None:
-          time.sleep(poll_seconds)
-          evals = read_evals(out)
-          for epoch in range(reported + 1, len(evals) + 1):
-            reported = epoch
-            if on_eval is not None:
-              on_eval(epoch, evals[epoch - 1])
+          try:
+            child.wait(timeout=poll_seconds)
+          except subprocess.TimeoutExpired:
+            evals = read_evals(out)
+            for epoch in range(reported + 1, len(evals) + 1):
+              reported = epoch
+              if on_eval is not None:
+                on_eval(epoch, evals[epoch - 1])
       finally:
         if child.poll() is None:
           child.terminate()
