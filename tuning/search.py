@@ -123,6 +123,22 @@ def _finished(trial: FrozenTrial) -> bool:
       trial.state == TrialState.FAIL and "error" in trial.user_attrs)
 
 
+def _importances(study: optuna.Study) -> dict[str, float]:
+  """fANOVA importances over the parameters every complete trial has.
+
+  fANOVA (random forests) rather than Optuna's default PED-ANOVA, which needs
+  many trials; empty until two trials are complete, or while they do not vary.
+  """
+  if len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) < 2:
+    return {}
+  try:
+    importances = optuna.importance.get_param_importances(
+        study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+  except RuntimeError:  # "Encountered zero total variance in all trees."
+    return {}
+  return {name: float(value) for name, value in importances.items()}
+
+
 def summarise(study: optuna.Study, top: int = 5) -> dict:
   """Trials per state, the `top` best complete trials, parameter importances."""
   complete = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
@@ -139,11 +155,7 @@ def summarise(study: optuna.Study, top: int = 5) -> dict:
       "trials": dict(collections.Counter(t.state.name.lower() for t in study.trials)),
       "baseline": entry(baseline[0]) if baseline else None,
       "best": [entry(t) for t in complete[:top]],
-      # fANOVA (random forests; PED-ANOVA, Optuna's default, needs many
-      # trials) over the parameters every complete trial has.
-      "param_importances": {k: float(v) for k, v in optuna.importance.get_param_importances(
-          study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)).items()}
-                            if len(complete) >= 2 else {},
+      "param_importances": _importances(study),
   }
 
 
