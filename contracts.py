@@ -95,6 +95,8 @@ SAMPLING_ARTIFACTS_DIR: Final = "artifacts"
 MODEL_METRICS_FILE: Final = "eval_metrics.json"
 # A training run's final metrics (and history) in its output directory.
 RUN_METRICS_FILE: Final = "metrics.json"
+# One JSON object per logged step (train scalars, and `eval/*` after each epoch).
+RUN_LOG_FILE: Final = "train_log.jsonl"
 # The same metrics as a Markdown table.
 RUN_METRICS_TABLE_FILE: Final = "metrics.md"
 # The resolved config a run (or a pipeline root) was made with.

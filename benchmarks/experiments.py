@@ -3,12 +3,18 @@
     python -m benchmarks.experiments --data ../shared/data/kuairand_pure --seeds 0 1 2
 
 Prepares the data and builds the graph once under `--work` (or reuses
-`--examples` / `--graph`), then trains every experiment for every seed with
-the temporal split of `DataConfig` (train 04-25..05-04, eval 05-05..05-06),
-each run in its own process (`e2e-grec train`), and writes
-`benchmarks/results/experiments.json` and `experiments.md`: mean +- std over
-seeds of the mean GAUC / AUC over the binary tasks, per-task GAUC, stay RMSE.
-Only the eval window is ever used to compare settings.
+`--examples` / `--graph`), then trains every experiment for every seed at the
+shipped config (`configs/default.yaml`, or `--config`) with only the
+experiment's own overrides, the seeds and any `--set` on top, each run in its
+own process (`e2e-grec train`), and writes `benchmarks/results/experiments.json`
+and `experiments.md`: mean +- std over seeds of the mean GAUC / AUC over the
+binary tasks, per-task GAUC and AUC, stay RMSE. `base_overrides` in the JSON
+is the `--set` list: empty means the table is the shipped config's.
+
+Resumable per (experiment, seed): a run's directory is named by its resolved
+config, so a rerun reuses finished runs, resumes killed ones from their
+checkpoints, and never reuses a run of a different config. Only the eval
+window (the temporal split of `DataConfig`) is ever used to compare settings.
 """
 from __future__ import annotations
 
@@ -24,14 +30,9 @@ import numpy as np
 
 from e2e_grec import contracts
 from e2e_grec.datasets.labels import BINARY_TASKS
+from e2e_grec.tuning import training_run
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-
-# Shared by every run: CPU-sized GNN (one hop, fan-out 5), large batches,
-# GradNorm weights updated every 5 steps (its per-loss backward passes are
-# most of a step's cost otherwise).
-BASE = ("train.batch_size=1024", "train.epochs=2", "sampling.fanouts=[5]",
-        "model.gnn_layers=1", "model.gnn_hidden_dim=32", "train.gradnorm_every_steps=5")
 
 EXPERIMENTS: dict[str, tuple[str, ...]] = {
     "e2e": ("model.mode=e2e",),
@@ -44,42 +45,31 @@ EXPERIMENTS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _cli(*args: str) -> list[str]:
-  return [sys.executable, "-m", "e2e_grec.cli", *args]
-
-
 def prepare_inputs(data: str, work: str) -> tuple[str, str]:
   examples, graph = os.path.join(work, "examples"), os.path.join(work, "graph")
   if not os.path.exists(os.path.join(examples, contracts.NODE_TABLES_FILE)):
-    subprocess.run(_cli("prepare", "--data", data, "--out", examples), check=True)
+    subprocess.run(training_run.cli_command("prepare", "--data", data, "--out", examples),
+                   check=True)
   if not os.path.exists(os.path.join(graph, contracts.SAMPLING_INDEX_FILE)):
-    subprocess.run(_cli("build-graph", "--data", data, "--examples", examples,
-                        "--out", graph), check=True)
+    subprocess.run(training_run.cli_command("build-graph", "--examples", examples,
+                                            "--out", graph), check=True)
   return examples, graph
 
 
 def run_one(name: str, seed: int, examples: str, graph: str, work: str,
-            extra: list[str]) -> dict | None:
-  out = os.path.join(work, "runs", f"{name}_seed{seed}")
-  metrics_path = os.path.join(out, contracts.RUN_METRICS_FILE)
-  if os.path.exists(metrics_path):
-    logging.info("%s seed %d: done before, reusing %s", name, seed, metrics_path)
-  else:
-    overrides = [*BASE, *EXPERIMENTS[name], f"train.seed={seed}", f"sampling.seed={seed}",
-                 *extra]
-    args = _cli("train", "--examples", examples, "--graph", graph, "--out", out)
-    for o in overrides:
-      args += ["--set", o]
-    logging.info("%s seed %d: %s", name, seed, " ".join(args[3:]))
-    started = time.time()
-    with open(os.path.join(work, "runs", f"{name}_seed{seed}.log"), "w") as log:
-      done = subprocess.run(args, stdout=log, stderr=subprocess.STDOUT)
-    if done.returncode != 0:
-      logging.error("%s seed %d failed (exit %d); see its log", name, seed, done.returncode)
-      return None
-    logging.info("%s seed %d: %.0fs", name, seed, time.time() - started)
-  with open(metrics_path) as f:
-    return json.load(f)
+            config_path: str | None, extra: list[str]) -> dict | None:
+  overrides = [*EXPERIMENTS[name], f"train.seed={seed}", f"sampling.seed={seed}", *extra]
+  out = training_run.run_dir(os.path.join(work, "runs", name), config_path, overrides)
+  logging.info("%s seed %d: %s", name, seed, out)
+  started = time.time()
+  try:
+    metrics = training_run.run_training(examples, graph, out, config_path=config_path,
+                                        overrides=overrides)
+  except training_run.TrainingFailed as e:
+    logging.error("%s seed %d failed: %s", name, seed, e)
+    return None
+  logging.info("%s seed %d: %.0fs", name, seed, time.time() - started)
+  return metrics
 
 
 def summarise(results: dict[str, list[dict]]) -> dict:
@@ -87,10 +77,8 @@ def summarise(results: dict[str, list[dict]]) -> dict:
   for name, runs in results.items():
     if not runs:
       continue
-    keys = ["mean_gauc", "mean_auc", "stay/rmse", "train_examples_per_s"] + \
-        [f"{t}/gauc" for t in BINARY_TASKS] + [f"{t}/auc" for t in BINARY_TASKS]
     summary[name] = {"seeds": len(runs)}
-    for k in keys:
+    for k in training_run.HEADLINE_METRICS:
       values = np.array([r[k] for r in runs if r.get(k) is not None], np.float64)
       if values.size:
         summary[name][k] = {"mean": float(values.mean()), "std": float(values.std())}
@@ -123,8 +111,9 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
   parser.add_argument("--only", nargs="+", choices=sorted(EXPERIMENTS),
                       default=list(EXPERIMENTS))
+  parser.add_argument("--config", help="Config file of every run (default: the shipped one).")
   parser.add_argument("--set", action="append", default=[],
-                      help="Extra config override for every run.")
+                      help="Extra config override for every run (recorded as base_overrides).")
   parser.add_argument("--results", default=RESULTS_DIR, help="Where the tables go.")
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -142,12 +131,12 @@ def main(argv: list[str] | None = None) -> int:
   os.makedirs(args.results, exist_ok=True)
   for seed in args.seeds:
     for name in args.only:
-      metrics = run_one(name, seed, examples, graph, args.work, args.set)
+      metrics = run_one(name, seed, examples, graph, args.work, args.config, args.set)
       if metrics is not None:
         results[name].append(metrics)
       summary = summarise(results)
       with open(os.path.join(args.results, "experiments.json"), "w") as f:
-        json.dump({"base_overrides": list(BASE), "experiments":
+        json.dump({"config": args.config, "base_overrides": args.set, "experiments":
                    {k: list(v) for k, v in EXPERIMENTS.items()}, "seeds": args.seeds,
                    "summary": summary,
                    "runs": {k: [{m: r[m] for m in r if m != "history"} for r in v]

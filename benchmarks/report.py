@@ -14,6 +14,8 @@ import os
 import re
 from typing import Any, Callable
 
+from e2e_grec.datasets.labels import BINARY_TASKS
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
 README = os.path.join(os.path.dirname(HERE), "README.md")
@@ -94,7 +96,32 @@ def _serving(result: dict[str, Any]) -> str:
   return "\n".join(lines)
 
 
+def _tuning(result: dict[str, Any]) -> str:
+  states = ", ".join(f"{n} {state}" for state, n in result["trials"].items())
+  head = ["trial", "mean GAUC", "mean AUC", *(f"{t} GAUC" for t in BINARY_TASKS), "stay RMSE",
+          "parameters"]
+  lines = [f"Objective: {result['objective']}; one seed per trial. Trials: {states}.", "",
+           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  baseline = result.get("baseline")
+  rows = result["best"] + ([baseline] if baseline and baseline not in result["best"] else [])
+  for trial in rows:
+    m = trial["metrics"]
+    name = f"{trial['number']}" + (" (starting config)" if baseline and trial == baseline else "")
+    params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                      for k, v in trial["params"].items())
+    cells = [name, *(f"{m[k]:.4f}" for k in ("mean_gauc", "mean_auc",
+                                             *(f"{t}/gauc" for t in BINARY_TASKS), "stay/rmse")),
+             f"`{params}`"]
+    lines.append("| " + " | ".join(cells) + " |")
+  importances = result.get("param_importances") or {}
+  if importances:
+    lines += ["", "Parameter importance for mean GAUC (Optuna fANOVA, few trials: indicative): "
+              + ", ".join(f"{k} {v:.2f}" for k, v in list(importances.items())[:6]) + "."]
+  return "\n".join(lines)
+
+
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "tuning": _tuning,
     "bench_generator": _generator,
     "bench_sampler": _sampler,
     "bench_training_cost": _training_cost,
@@ -103,7 +130,9 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
 
 SECTIONS = {
     "results": [("experiments", "Model quality on KuaiRand-Pure (eval 2022-05-05..06)",
-                 "python -m benchmarks.experiments")],
+                 "python -m benchmarks.experiments"),
+                ("tuning", "Hyperparameter search on KuaiRand-Pure (eval 2022-05-05..06)",
+                 "e2e-grec tune --summary benchmarks/results/tuning.json")],
     "benchmarks": [
         ("bench_training_cost", "Training cost per mode", "python -m benchmarks.bench_training_cost"),
         ("bench_sampler", "Subgraph sampling throughput", "python -m benchmarks.bench_sampler"),

@@ -23,6 +23,8 @@ ALLOWED = {
     "serving": _LOW | {"datasets", "graph", "models"},
     "training": _LOW | {"datasets", "graph", "models", "serving"},
     "components": _LOW | {"datasets", "graph", "models", "serving", "training"},
+    # The search drives `e2e-grec train` runs in child processes.
+    "tuning": _LOW | {"datasets"},
     # pipeline/ only wires components.
     "pipeline": _LOW | {"components"},
     # Entry points and measurements may use every layer.

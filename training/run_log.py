@@ -19,7 +19,9 @@ from tensorflow.core.framework import summary_pb2
 matplotlib.use("Agg")
 from matplotlib import pyplot as plt  # noqa: E402  (after choosing the backend)
 
-LOG_FILE = "train_log.jsonl"
+from e2e_grec import contracts  # noqa: E402
+
+LOG_FILE = contracts.RUN_LOG_FILE
 EVAL_HISTORY_FILE = "eval_history.jsonl"
 # What `tf.summary.scalar` writes, without needing the tensorboard package
 # installed: TensorBoard's scalars plugin reads these events.

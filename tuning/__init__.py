@@ -1,0 +1,1 @@
+"""Hyperparameter search over `e2e-grec train` runs (Optuna + TensorBoard HParams)."""
