@@ -18,6 +18,7 @@ from e2e_grec import config as config_lib
 from e2e_grec import contracts
 from e2e_grec.datasets import synthetic
 from e2e_grec.pipeline import default_config
+from e2e_grec.pipeline import pipeline as pipeline_lib
 from e2e_grec.pipeline import run as run_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -122,15 +123,30 @@ def _broken_logs(tmp_path, column: str, values) -> str:
   return data_dir
 
 
-@pytest.mark.parametrize("column, values, node, expected", [
+# The pinned schema with tab ids capped at 0: the tiny logs' tabs are valid to
+# `prepare` but drift out of this schema's domain.
+_TAB_CAPPED = ("int_domain { min: 0 is_categorical: true }",
+               "int_domain { min: 0 max: 0 is_categorical: true }")
+
+
+@pytest.mark.parametrize("column, values, schema_edit, node, expected", [
     # Unparseable everywhere: prepare's row validation quarantines every row.
-    ("is_click", lambda c: "yes", "ExampleGen", "malformed"),
-    # Well-formed integers outside the schema's domain (a 0/1 label of 2; negative
-    # ids never get this far, `prepare` quarantines them): ExampleValidator's anomaly.
-    ("is_like", lambda c: "2", "AnomaliesGate", "'like'"),
+    ("is_click", lambda c: "yes", None, "ExampleGen", "malformed"),
+    # Well-formed values outside the schema's domain: ExampleValidator's anomaly.
+    # (`prepare` quarantines negative ids and non-0/1 flags itself, so the drift
+    # is made on the schema's side.)
+    ("tab", lambda c: c, _TAB_CAPPED, "AnomaliesGate", "'tab'"),
 ])
-def test_broken_column_stops_the_run_at_validation(tmp_path, column, values, node, expected):
+def test_broken_column_stops_the_run_at_validation(tmp_path, monkeypatch, column, values,
+                                                   schema_edit, node, expected):
   data_dir = _broken_logs(tmp_path, column, values)
+  if schema_edit:
+    with open(pipeline_lib.default_schema_file()) as f:
+      schema = f.read()
+    assert schema_edit[0] in schema
+    edited = tmp_path / "examples.pbtxt"
+    edited.write_text(schema.replace(*schema_edit, 1))
+    monkeypatch.setattr(pipeline_lib, "default_schema_file", lambda: str(edited))
   config = tiny_config(tmp_path, f"data.data_dir={data_dir}")
   out = io.StringIO()
   with pytest.raises(run_lib.PipelineFailed) as failure:
