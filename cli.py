@@ -79,6 +79,17 @@ def _train(p):
   p.add_argument("--out", required=True, help="Directory for checkpoints, logs, metrics.")
 
 
+def _tune(p):
+  p.add_argument("--examples", required=True, help="Output directory of `prepare`.")
+  p.add_argument("--graph", required=True, help="Output directory of `build-graph`.")
+  p.add_argument("--out", required=True, help="Study directory (study.db, trials, "
+                 "tensorboard/ for the HParams dashboard); rerun to resume.")
+  p.add_argument("--trials", type=int, default=20, help="Finished trials to reach in all.")
+  p.add_argument("--max-epochs", type=int, default=2, help="Most epochs a trial may train.")
+  p.add_argument("--seed", type=int, default=0, help="Seed of the sampler (TPE).")
+  p.add_argument("--summary", default=None, help="Also write the summary JSON here.")
+
+
 def _export(p):
   p.add_argument("--model", required=True, help="Output directory of `train`.")
   p.add_argument("--examples", required=True, help="The examples it was trained on.")
@@ -151,6 +162,8 @@ COMMANDS: dict[str, Command] = {
     "train": Command("e2e_grec.training.run:command",
                      "Train and evaluate one model (model.mode: e2e, two_stage, no_graph).",
                      _train),
+    "tune": Command("e2e_grec.tuning.search:command",
+                    "Search hyperparameters with Optuna over `train` runs (resumable).", _tune),
     "export": Command("e2e_grec.cli:export",
                       "Export a trained model as a versioned SavedModel for serving.", _export),
     "run": Command("e2e_grec.pipeline.run:command",
