@@ -92,12 +92,13 @@ def markdown(summary: dict) -> str:
     return f"{stats[key]['mean']:.{digits}f} ± {stats[key]['std']:.{digits}f}"
 
   head = ["experiment", "seeds", "mean GAUC", "mean AUC"] + \
-      [f"{t} GAUC" for t in BINARY_TASKS] + ["stay RMSE", "train ex/s"]
+      [f"{t} GAUC" for t in BINARY_TASKS] + ["stay RMSE", "train ex/s", "wall s to best"]
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for name, stats in summary.items():
     row = [name, str(stats["seeds"]), cell(stats, "mean_gauc"), cell(stats, "mean_auc")]
     row += [cell(stats, f"{t}/gauc") for t in BINARY_TASKS]
-    row += [cell(stats, "stay/rmse"), cell(stats, "train_examples_per_s", 0)]
+    row += [cell(stats, "stay/rmse"), cell(stats, "train_examples_per_s", 0),
+            cell(stats, "time_to_best_s", 0)]
     lines.append("| " + " | ".join(row) + " |")
   return "\n".join(lines) + "\n"
 

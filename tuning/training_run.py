@@ -22,7 +22,8 @@ from e2e_grec.datasets.labels import BINARY_TASKS
 
 # The eval metrics that tables and searches report, as keys of metrics.json.
 HEADLINE_METRICS = ("mean_gauc", "mean_auc", *(f"{t}/gauc" for t in BINARY_TASKS),
-                    *(f"{t}/auc" for t in BINARY_TASKS), "stay/rmse", "train_examples_per_s")
+                    *(f"{t}/auc" for t in BINARY_TASKS), "stay/rmse", "train_examples_per_s",
+                    "time_to_best_s")
 METRICS_FILE = contracts.RUN_METRICS_FILE
 # The trainer appends one JSON object per log step; eval rows carry this key.
 TRAIN_LOG = contracts.RUN_LOG_FILE
