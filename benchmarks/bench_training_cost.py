@@ -139,7 +139,8 @@ def wall_times(runs_dir: str) -> dict:
   out = {}
   for mode in ("e2e", "two_stage"):
     found = []
-    for path in sorted(glob.glob(os.path.join(runs_dir, f"{mode}_seed*", contracts.RUN_METRICS_FILE))):
+    # <runs>/<mode>/<run>/: the layout of `benchmarks.experiments`' runs/ and of --train-runs.
+    for path in sorted(glob.glob(os.path.join(runs_dir, mode, "*", contracts.RUN_METRICS_FILE))):
       with open(path) as f:
         m = json.load(f)
       found.append({k: m.get(k) for k in ("time_to_best_s", "best_mean_gauc", "pretrain_s",
@@ -154,7 +155,7 @@ def wall_times(runs_dir: str) -> dict:
 def train_runs(config: config_lib.Config, examples: str, graph: str, runs_dir: str) -> None:
   """Trains e2e and two_stage at `config` into runs_dir/<mode>_seed<seed> (for part 3)."""
   for mode in ("e2e", "two_stage"):
-    out = os.path.join(runs_dir, f"{mode}_seed{config.train.seed}")
+    out = os.path.join(runs_dir, mode, f"seed{config.train.seed}")
     if not os.path.exists(os.path.join(out, contracts.RUN_METRICS_FILE)):
       run_lib.run(config.replace(**{"model.mode": mode}), examples, graph, out)
 
