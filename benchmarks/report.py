@@ -66,33 +66,62 @@ def _sampler(result: dict[str, Any]) -> str:
 
 
 def _training_cost(result: dict[str, Any]) -> str:
-  lines = [f"Config: `{' '.join(result['config'])}`.", "",
+  overrides = " ".join(result["config"])
+  lines = [f"Config: {f'`{overrides}` on ' if overrides else ''}the shipped defaults "
+           "(`configs/default.yaml`); batches of the training split, measured side by side "
+           "in one process.", "",
            "| mode | examples/s | cost per example vs no_graph |", "|---|---|---|"]
   lines += [f"| {mode} | {r['examples_per_s']:,.0f} | {r['cost_per_example_vs_no_graph']:.2f}x |"
             for mode, r in result["throughput"].items()]
-  lines += ["", "| mode | median wall time to best eval GAUC | per run: pretrain + precompute + train (s) |",
-            "|---|---|---|"]
+  profile = result.get("profile") or {}
+  if profile:
+    parts = list(next(iter(profile.values()))["share"])
+    lines += ["", "Where a training step's time goes (share of the summed parts; each part is "
+              "the difference between two step variants on the same batches, so a part "
+              "within noise can come out slightly negative):", "",
+              "| mode | step s | " + " | ".join(parts) + " |", "|---|---|" + "---|" * len(parts)]
+    lines += [f"| {mode} | {p['train_step_s']:.3f} | "
+              + " | ".join(f"{p['share'][k]:.0%}" for k in parts) + " |"
+              for mode, p in profile.items()]
+  if result["wall_time_to_best"]:
+    lines += ["", "| mode | median wall time to best eval GAUC | per run: pretrain + precompute + "
+              "train s (best GAUC) |", "|---|---|---|"]
   for mode, r in result["wall_time_to_best"].items():
     runs = "; ".join(
         " + ".join(f"{run[k]:.0f}" for k in ("pretrain_s", "precompute_s", "train_s")
-                   if run[k] is not None) + f" (GAUC {run['best_mean_gauc']:.4f})"
+                   if run[k] is not None) + f" ({run['best_mean_gauc']:.4f})"
         for run in r["runs"])
     lines.append(f"| {mode} | {r['median_time_to_best_s']:.0f} s | {runs} |")
   return "\n".join(lines)
 
 
 def _serving(result: dict[str, Any]) -> str:
-  lines = [f"1 user x {result['candidates_per_request']} candidates per request; load average "
-           f"at start {result['load_average_at_start'][0]} on {result['cpu_count']} cores.", "",
-           "| concurrency | signature | p50 ms | p99 ms | candidates/s |", "|---|---|---|---|---|"]
-  for concurrency, by_signature in result["results"].items():
-    for signature, r in by_signature.items():
-      lines.append(f"| {concurrency.split('_')[-1]} | `{signature}` | {r['p50_ms']:.1f} | "
+  model = result.get("model", {})
+  sampling = result.get("sampling", {})
+  lines = [f"1 user x {result['candidates_per_request']} candidates per request (one row per "
+           f"candidate); {model.get('gnn', '?')} with {model.get('gnn_layers', '?')} layer(s), "
+           f"fan-outs {sampling.get('fanouts', '?')}; load average "
+           f"{result['load_average_at_start'][0]} at start, "
+           f"{result.get('load_average_at_end', ['?'])[0]} at end, on {result['cpu_count']} cores.",
+           "", "| concurrency | case | p50 ms | p99 ms | candidates/s |", "|---|---|---|---|---|"]
+  for concurrency, by_case in result["results"].items():
+    for case, r in by_case.items():
+      lines.append(f"| {concurrency.split('_')[-1]} | {case} | {r['p50_ms']:.1f} | "
                    f"{r['p99_ms']:.1f} | {r['candidates_per_second']:,} |")
   target = result["target_p99_ms_at_concurrency_1"]
   met = [s for s, ok in result["meets_target"].items() if ok]
   lines += ["", f"Target p99 < {target:.0f} ms at concurrency 1: "
             + (f"met by {', '.join(met)}." if met else "**not met** in this run.")]
+  speedup = result.get("speedup_concurrency_8_over_1")
+  if speedup:
+    lines += ["", f"Candidates/s at concurrency 8 over concurrency 1 (target "
+              f"{result['target_speedup_concurrency_8_over_1']}x): "
+              + ", ".join(f"{case} {x:.2f}x" for case, x in speedup.items()) + "."]
+  if "max_score_change_merged_with_7_other_users" in result:
+    lines += ["", "Merging requests changes scores slightly (the sampler shares nodes across "
+              "the rows of one run): at most "
+              f"{result['max_score_change_merged_with_7_other_users']:.3f} when one request "
+              "is merged with 7 other users' requests."]
   return "\n".join(lines)
 
 
@@ -137,7 +166,7 @@ SECTIONS = {
         ("bench_training_cost", "Training cost per mode", "python -m benchmarks.bench_training_cost"),
         ("bench_sampler", "Subgraph sampling throughput", "python -m benchmarks.bench_sampler"),
         ("bench_graph_build", "Graph build time", "python -m benchmarks.bench_graph_build"),
-        ("bench_serving", "Serving latency over gRPC", "python -m benchmarks.bench_serving"),
+        ("bench_serving", "Serving latency over gRPC and REST", "python -m benchmarks.bench_serving"),
         ("bench_generator", "Synthetic generator throughput", "python -m benchmarks.bench_generator"),
     ],
 }
