@@ -225,6 +225,12 @@ def _id_embedding_rows(variable: tf.Variable, target_shape: tf.TensorShape,
   return grown[sets[0]][2]
 
 
+def _weights(model: E2EGRec, tables: NodeTables) -> list[tf.Variable]:
+  """The model's own variables, without the node tables it reads."""
+  tables_variables = {id(v) for v in tables.variables}
+  return [v for v in model.variables if id(v) not in tables_variables]
+
+
 def transplant(trained: TrainedModel, arrays: Mapping[str, np.ndarray],
                sampler: SubgraphSampler) -> E2EGRec:
   """Step 4: the trained weights in a model built on the extended `arrays`."""
@@ -239,17 +245,18 @@ def transplant(trained: TrainedModel, arrays: Mapping[str, np.ndarray],
     raise RefreshError(f"{trained.weights}: the weights do not fit the model of "
                        f"{trained.model_dir}/{CONFIG_FILE}: {e}") from None
   new = _built_model(new_tables, config, sampler)
-  if len(old.variables) != len(new.variables):
+  old_weights, new_weights = _weights(old, old_tables), _weights(new, new_tables)
+  if len(old_weights) != len(new_weights):
     raise RefreshError(
         f"the refreshed graph does not fit the model of {trained.model_dir}: "
-        f"{len(old.variables)} weights when built on its own tables, "
-        f"{len(new.variables)} on the refreshed graph (different node or edge sets?)")
+        f"{len(old_weights)} weights when built on its own tables, "
+        f"{len(new_weights)} on the refreshed graph (different node or edge sets?)")
   # Per grown node set: sizes, and the trained index of every refreshed node
   # (0, the OOV row, for new ones).
   grown = {ns: (old_tables.sizes[ns], new_tables.sizes[ns],
                 np.concatenate([[0], vocab.index(trained.arrays, ns, arrays[f"{ns}/ids"])]))
            for ns in old_tables.node_sets if old_tables.sizes[ns] != new_tables.sizes[ns]}
-  for source, target in zip(old.variables, new.variables):
+  for source, target in zip(old_weights, new_weights):
     value = source.numpy()
     if source.shape != target.shape:
       value = value[_id_embedding_rows(source, target.shape, grown)]
