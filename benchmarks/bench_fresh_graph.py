@@ -120,6 +120,7 @@ def two_stage_refresh(run_dir: str, data: str, work: str,
   sampler = SubgraphSampler(SamplingIndex.load(refreshed.graph_dir), tables,
                             model.config.sampling)
   ranker = graph_refresh.transplant(model, refreshed.arrays, sampler)
+  weights_s = time.time() - started - graph_s
   users, videos = refreshed.arrays["user/ids"], refreshed.arrays["video/ids"]
   cutoff = day_of(FRESH_END) + 1
   columns = [{"user_id": users, "video_id": -np.ones_like(users),
@@ -139,6 +140,8 @@ def two_stage_refresh(run_dir: str, data: str, work: str,
   embedded = two_stage.EmbeddingCache(keys, values)
   return ({"model": ranker, "sampler": sampler, "tables": tables, "cache": embedded},
           {"refresh_s": round(seconds, 2), "graph_s": round(graph_s, 2),
+           "phase_s": {"graph": round(graph_s, 2), "weights": round(weights_s, 2),
+                       "embeddings": round(seconds - graph_s - weights_s, 2)},
            "embedded_nodes": int(len(users) + len(videos))})
 
 
@@ -173,8 +176,8 @@ def run_arms(seed: int, data: str, work: str, stale: Inputs, fresh: Inputs) -> N
       seconds = time.time() - started
       result = quality(eval_cols, scores(fresh_model.model, fresh_model.sampler,
                                          fresh_model.tables, stale.config, eval_cols), new)
-      result.update(refresh_s=round(seconds, 2),
-                    graph_s=fresh_model.report["graph_seconds"],
+      result.update(refresh_s=round(seconds, 2), phase_s=fresh_model.report["phase_seconds"],
+                    graph_s=fresh_model.report["phase_seconds"]["graph"],
                     new_nodes=fresh_model.report["new_nodes"])
       record("refreshed", result)
   if "two_stage" in todo:

@@ -293,20 +293,22 @@ def refresh_graph(model_dir: str, data_dir: str, out_dir: str, config: config_li
   try:
     refreshed = build_refreshed_graph(trained, data_dir, os.path.join(staging, "work"),
                                       through, config)
-    graph_seconds = time.time() - started
+    seconds = {"graph": time.time() - started}
     tables = NodeTables(refreshed.arrays)
     sampler = SubgraphSampler(SamplingIndex.load(refreshed.graph_dir), tables,
                               trained.config.sampling)
     model = transplant(trained, refreshed.arrays, sampler)
+    seconds["weights"] = time.time() - started - seconds["graph"]
     serving_config = trained.config.replace(serving=dataclasses.asdict(config.serving))
     saved_model = os.path.join(staging, "saved_model")
     export.export_saved_model(model, sampler, tables, serving_config, saved_model)
+    seconds["export"] = time.time() - started - seconds["graph"] - seconds["weights"]
     report = {
         "model_dir": os.path.abspath(model_dir), "data_dir": os.path.abspath(data_dir),
         "version": version, "trained_through": trained.config.data.train_end,
         "graph_window": [trained.config.data.train_start, refreshed.through],
         "new_nodes": refreshed.new_nodes, "edges": refreshed.edges,
-        "graph_seconds": round(graph_seconds, 2),
+        "phase_seconds": {k: round(v, 2) for k, v in seconds.items()},
         "seconds": round(time.time() - started, 2)}
     os.makedirs(os.path.join(saved_model, os.path.dirname(REPORT_FILE)), exist_ok=True)
     with open(os.path.join(saved_model, REPORT_FILE), "w") as f:

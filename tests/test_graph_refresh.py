@@ -14,6 +14,7 @@ import threading
 import e2e_grec  # noqa: F401  (legacy Keras before TensorFlow)
 import grpc
 import numpy as np
+import pandas as pd
 import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_service_pb2_grpc
@@ -135,7 +136,6 @@ def test_reference_build_reproduces_the_trained_tables(setup):
   videos, _ = kuairand.read_table(layout.video_features, kuairand.VIDEO_SPEC, quarantine)
   history, _ = kuairand.read_history(layout.user_history, quarantine)
   rows = train.load_split(setup["examples"], "train")
-  import pandas as pd
   rebuilt = vocab.build(pd.DataFrame({k: rows[k] for k in ("user_id", "video_id", "tab")}),
                         users, videos, history, day_of(CONFIG.data.train_start),
                         reference=arrays)
@@ -170,8 +170,8 @@ def test_id_embeddings_keep_trained_rows_and_new_nodes_get_the_oov_row(setup, re
   reader = tf.train.load_checkpoint(graph_refresh.TrainedModel.load(
       setup["model_dir"]).weights)
   stored = [reader.get_tensor(k) for k, shape in reader.get_variable_to_shape_map().items()
-            if "user_id" in k and "embeddings" in k and "OPTIMIZER" not in k
-            and shape[0] == len(trained["user/ids"]) + 1]
+            if k.endswith("embeddings/.ATTRIBUTES/VARIABLE_VALUE") and "OPTIMIZER" not in k
+            and shape == [len(trained["user/ids"]) + 1, CONFIG.model.embedding_dim]]
   assert len(stored) == len(embeddings)
   index = refreshed.tables.lookup("user", tf.constant(trained["user/ids"])).numpy()
   new = refreshed.tables.lookup("user", tf.constant([NEW_USER], tf.int64)).numpy()
@@ -184,7 +184,7 @@ def test_id_embeddings_keep_trained_rows_and_new_nodes_get_the_oov_row(setup, re
 def test_added_interaction_is_visible_only_after_its_day(setup, refreshed):
   user, video = setup["user"], setup["video"]
   stale = os.path.join(setup["serving"], "1")
-  candidates = [video, NEW_VIDEO, 3, 4]
+  candidates = [video, 3, 4]  # trained videos: the same inputs in both versions
   sampler = refreshed.sampler
   for day in (ADDED_DAY - 1, ADDED_DAY):
     assert not _has_edge(sampler, user, video, day)
@@ -288,11 +288,16 @@ def test_side_tables_that_do_not_fit_the_model_are_refused(setup, tmp_path):
   _assert_refused(setup, tmp_path, "user/categorical_sizes", data=data)
 
 
-def test_tables_that_do_not_fit_the_weights_are_refused(setup, tmp_path):
+@pytest.mark.parametrize("change", ["fewer_users_in_tables", "other_embedding_dim"])
+def test_a_model_whose_parts_do_not_fit_is_refused(setup, tmp_path, change):
   model_dir = str(tmp_path / "model")
   shutil.copytree(setup["model_dir"], model_dir)
-  arrays = node_tables.load_arrays(os.path.join(model_dir, "node_tables.npz"))
-  for key in ("user/ids", "user/dense", "user/categorical"):
-    arrays[key] = arrays[key][:-5]
-  node_tables.save_arrays(os.path.join(model_dir, "node_tables.npz"), arrays)
-  _assert_refused(setup, tmp_path, "weights do not fit", model_dir=model_dir)
+  if change == "fewer_users_in_tables":
+    arrays = node_tables.load_arrays(os.path.join(model_dir, "node_tables.npz"))
+    for key in ("user/ids", "user/dense", "user/categorical"):
+      arrays[key] = arrays[key][:-5]
+    node_tables.save_arrays(os.path.join(model_dir, "node_tables.npz"), arrays)
+  else:
+    path = os.path.join(model_dir, graph_refresh.CONFIG_FILE)
+    config_lib.load(path).replace(**{"model.embedding_dim": 6}).save(path)
+  _assert_refused(setup, tmp_path, "do not fit", model_dir=model_dir)
