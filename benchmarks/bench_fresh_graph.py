@@ -221,6 +221,10 @@ def summarize(work: str, seeds: list[int]) -> dict:
     if "refresh_s" in results[0]:
       arms[arm]["refresh_s"] = _mean_std([r["refresh_s"] for r in results])
       arms[arm]["graph_s"] = _mean_std([r["graph_s"] for r in results])
+      phases = [r["phase_s"] for r in results if "phase_s" in r]
+      if phases:
+        arms[arm]["phase_s"] = {k: round(float(np.mean([p[k] for p in phases])), 1)
+                                for k in phases[0]}
   return {"train_window": ["2022-04-25", STALE_END], "refresh_through": FRESH_END,
           "eval_window": ["2022-05-05", "2022-05-06"], "config": BASE,
           "cpu_count": os.cpu_count(), "arms": arms, "checks": checks(arms)}
@@ -231,10 +235,13 @@ def checks(arms: dict) -> dict:
   if not {"stale", "refreshed"} <= set(arms):
     return {}
   g = lambda arm, key="all_mean_gauc": arms[arm][key]["mean"]
-  spread = max(arms["stale"]["all_mean_gauc"]["std"], arms["refreshed"]["all_mean_gauc"]["std"])
+  stats = [arms[arm]["all_mean_gauc"] for arm in ("stale", "refreshed")]
+  # The spread needs two seeds per arm; with fewer the comparison is open.
+  spread = max(s["std"] for s in stats) if min(s["n"] for s in stats) > 1 else None
   out = {"refreshed_minus_stale_gauc": round(g("refreshed") - g("stale"), 4),
          "seed_spread": spread,
-         "refreshed_beats_stale_by_more_than_spread": g("refreshed") - g("stale") > spread,
+         "refreshed_beats_stale_by_more_than_spread": (
+             None if spread is None else g("refreshed") - g("stale") > spread),
          "refreshed_minus_stale_gauc_new": round(g("refreshed", "new_mean_gauc")
                                                  - g("stale", "new_mean_gauc"), 4)}
   if "retrained" in arms:
@@ -263,17 +270,24 @@ def markdown(summary: dict) -> str:
          "a user or video new since 05-02" if any_arm else "")
       + ". Config: `" + " ".join(f"{k}={json.dumps(v, separators=(',', ':'))}"
                                  for k, v in summary["config"].items()) + "`.", "",
-      "| arm | seeds | mean GAUC | mean AUC | mean GAUC, new user/video | refresh wall s |",
-      "|---|---|---|---|---|---|"]
+      "| arm | seeds | mean GAUC | mean AUC | mean GAUC, new user/video | mean AUC, new "
+      "user/video | refresh wall s |",
+      "|---|---|---|---|---|---|---|"]
   for arm in ARMS:
     if arm not in arms:
-      lines.append(f"| {labels[arm]} | not run | | | | |")
+      lines.append(f"| {labels[arm]} | not run | | | | | |")
       continue
     a = arms[arm]
     refresh = (f"{a['refresh_s']['mean']:.0f} (graph {a['graph_s']['mean']:.0f})"
                if "refresh_s" in a else "")
     lines.append(f"| {labels[arm]} | {len(a['seeds'])} | {fmt(a['all_mean_gauc'])} | "
-                 f"{fmt(a['all_mean_auc'])} | {fmt(a['new_mean_gauc'])} | {refresh} |")
+                 f"{fmt(a['all_mean_auc'])} | {fmt(a['new_mean_gauc'])} | "
+                 f"{fmt(a['new_mean_auc'])} | {refresh} |")
+  phases = [f"{labels[arm].split(' ')[0]} " + ", ".join(f"{k} {v:.0f} s" for k, v in
+                                                       arms[arm]["phase_s"].items())
+            for arm in ARMS if "phase_s" in arms.get(arm, {})]
+  if phases:
+    lines += ["", "Refresh phases (mean wall time): " + "; ".join(phases) + "."]
   return "\n".join(lines)
 
 
@@ -284,14 +298,17 @@ def main(argv: list[str] | None = None) -> dict:
   parser.add_argument("--work", default="/tmp/e2e_grec_bench_fresh_graph",
                       help="Prepared data, graphs, runs and per-arm results.")
   parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+  parser.add_argument("--summarize-only", action="store_true",
+                      help="Only write the results from the finished arms under --work.")
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
   if not args.data:
     parser.error("no KuaiRand data: pass --data")
-  stale = inputs_through(STALE_END, args.data, args.work)
-  fresh = inputs_through(FRESH_END, args.data, args.work)
-  for seed in args.seeds:
-    run_arms(seed, args.data, args.work, stale, fresh)
+  if not args.summarize_only:
+    stale = inputs_through(STALE_END, args.data, args.work)
+    fresh = inputs_through(FRESH_END, args.data, args.work)
+    for seed in args.seeds:
+      run_arms(seed, args.data, args.work, stale, fresh)
   summary = summarize(args.work, args.seeds)
   os.makedirs(RESULTS_DIR, exist_ok=True)
   with open(os.path.join(RESULTS_DIR, "bench_fresh_graph.json"), "w") as f:
