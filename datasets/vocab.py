@@ -48,21 +48,24 @@ def _rows(ids: np.ndarray, table: pd.DataFrame, key: str) -> pd.DataFrame:
   return table.set_index(key).reindex(ids)
 
 
-def _zscore(matrix: np.ndarray) -> np.ndarray:
-  """Z-scores columns over rows present in the vocabulary; NaN (missing) -> 0."""
-  mean = np.nanmean(matrix, axis=0) if len(matrix) else np.zeros(matrix.shape[1])
-  std = np.nanstd(matrix, axis=0) if len(matrix) else np.ones(matrix.shape[1])
+def _zscore(matrix: np.ndarray, fit: np.ndarray) -> np.ndarray:
+  """Z-scores columns with statistics of the `fit` rows; NaN (missing) -> 0."""
+  rows = matrix[fit]
+  mean = np.nanmean(rows, axis=0) if len(rows) else np.zeros(matrix.shape[1])
+  std = np.nanstd(rows, axis=0) if len(rows) else np.ones(matrix.shape[1])
   mean = np.nan_to_num(mean)
   std = np.where(np.nan_to_num(std) > 0, np.nan_to_num(std), 1.0)
   return np.nan_to_num((matrix - mean) / std).astype(np.float32)
 
 
-def _categorical(frame: pd.DataFrame, names: tuple[str, ...]
+def _categorical(frame: pd.DataFrame, names: tuple[str, ...], fit: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray]:
-  """Codes 1..K by sorted value within the vocabulary rows; 0 = missing."""
+  """Codes 1..K by sorted value within the `fit` rows; 0 = missing or unseen."""
   codes, sizes = [], []
   for name in names:
-    values = pd.Categorical(frame[name].replace("", np.nan))  # sorted categories
+    column = frame[name].replace("", np.nan)
+    categories = pd.Categorical(column[fit]).categories  # sorted
+    values = pd.Categorical(column, categories=categories)
     codes.append(values.codes.astype(np.int64) + 1)
     sizes.append(len(values.categories) + 1)
   matrix = np.stack(codes, axis=1) if codes else np.zeros([len(frame), 0])
@@ -96,22 +99,30 @@ def _all_tags(tags: pd.Series) -> np.ndarray:
 
 
 def build(train: pd.DataFrame, users: pd.DataFrame, videos: pd.DataFrame,
-          history: pd.DataFrame, train_start_day: int) -> dict[str, np.ndarray]:
-  """Node-table arrays from training rows (user_id, video_id, tab) and side tables."""
+          history: pd.DataFrame, train_start_day: int,
+          reference: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+  """Node-table arrays from training rows (user_id, video_id, tab) and side tables.
+
+  `reference`: a trained model's node-table arrays to extend (see the module
+  docstring); `train_start_day` must then be the reference's.
+  """
   arrays: dict[str, np.ndarray] = {}
+  known = lambda ns: reference[f"{ns}/ids"] if reference else np.zeros([0], np.int64)
+  fit_rows = lambda ns, ids: np.isin(ids, known(ns)) if reference else np.ones(len(ids), bool)
   history_videos = np.fromiter(itertools.chain.from_iterable(
       itertools.chain(history["watch"], history["like"], history["long_view"])),
       dtype=np.int64)
-  user_ids = _ids(train["user_id"].to_numpy(), history["user_id"].to_numpy())
-  video_ids = _ids(train["video_id"].to_numpy(), history_videos)
+  user_ids = _ids(train["user_id"].to_numpy(), history["user_id"].to_numpy(), known("user"))
+  video_ids = _ids(train["video_id"].to_numpy(), history_videos, known("video"))
   arrays["user/ids"] = user_ids
   arrays["video/ids"] = video_ids
-  arrays["tab/ids"] = _ids(train["tab"].to_numpy())
+  arrays["tab/ids"] = known("tab") if reference else _ids(train["tab"].to_numpy())
 
   user_rows = _rows(user_ids, users, "user_id")
   counts = user_rows[list(USER_COUNTS)].to_numpy(np.float64)
-  user_dense = _zscore(np.log1p(np.clip(counts, 0, None)))
-  user_codes, user_sizes = _categorical(user_rows, USER_CATEGORICAL)
+  user_fit = fit_rows("user", user_ids)
+  user_dense = _zscore(np.log1p(np.clip(counts, 0, None)), user_fit)
+  user_codes, user_sizes = _categorical(user_rows, USER_CATEGORICAL, user_fit)
   _put_features(arrays, "user", user_dense, tuple(f"log_{c}" for c in USER_COUNTS),
                 user_codes, user_sizes, USER_CATEGORICAL)
 
@@ -134,8 +145,9 @@ def build(train: pd.DataFrame, users: pd.DataFrame, videos: pd.DataFrame,
       tag_count=video_rows["tag"].fillna("").astype(str).str.split(",").map(
           lambda parts: str(sum(1 for p in parts if p.strip()))).where(
               video_rows["tag"].notna(), ""))
-  video_codes, video_sizes = _categorical(video_frame, VIDEO_CATEGORICAL)
-  _put_features(arrays, "video", _zscore(video_dense), VIDEO_DENSE, video_codes,
+  video_fit = fit_rows("video", video_ids)
+  video_codes, video_sizes = _categorical(video_frame, VIDEO_CATEGORICAL, video_fit)
+  _put_features(arrays, "video", _zscore(video_dense, video_fit), VIDEO_DENSE, video_codes,
                 video_sizes, VIDEO_CATEGORICAL)
 
   links = {
@@ -149,7 +161,7 @@ def build(train: pd.DataFrame, users: pd.DataFrame, videos: pd.DataFrame,
   }
   for link in node_tables.VIDEO_LINKS:
     values = vocabularies[link]
-    ids = _ids(values[values >= 0])
+    ids = _ids(values[values >= 0], known(link))
     arrays[f"{link}/ids"] = ids
     arrays[f"video/{link}"] = _with_oov_row(_index(ids, links[link]))
   return arrays
