@@ -41,6 +41,7 @@ from e2e_grec.config import Config
 EXAMPLE_GEN_SECTIONS = ("data", "synthetic")
 GRAPH_SECTIONS = ("data", "graph")
 TRAINER_SECTIONS = ("data", "graph", "sampling", "model", "train", "export")
+TRAINER_RUNS_DIR = "trainer_runs"
 EVALUATOR_SECTIONS = ("eval",)
 
 
@@ -100,13 +101,18 @@ def create_pipeline(config: Config, where: Locations,
   graph_builder.add_upstream_node(gate)
 
   trainer_config = sections(config, TRAINER_SECTIONS)
+  # Local roots keep each Trainer's runs under <root>/trainer_runs/<id>, so a
+  # rerun resumes a killed training from its checkpoints.
+  resume = (lambda node_id: "" if "://" in where.root
+            else os.path.join(os.path.abspath(where.root), TRAINER_RUNS_DIR, node_id))
   trainer = Trainer(examples=example_gen.outputs["examples"], graph=graph_builder.outputs["graph"],
-                    config=trainer_config, mode=config.model.mode)
+                    config=trainer_config, mode=config.model.mode,
+                    resume_root=resume("Trainer"))
   baseline_graph = (None if config.eval.baseline_mode == "no_graph"
                     else graph_builder.outputs["graph"])
   baseline_trainer = Trainer(examples=example_gen.outputs["examples"], graph=baseline_graph,
-                             config=trainer_config,
-                             mode=config.eval.baseline_mode).with_id("BaselineTrainer")
+                             config=trainer_config, mode=config.eval.baseline_mode,
+                             resume_root=resume("BaselineTrainer")).with_id("BaselineTrainer")
   baseline_trainer.add_upstream_node(gate)
 
   last_blessed = [resolver.Resolver(

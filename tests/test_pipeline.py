@@ -96,6 +96,32 @@ def test_first_run_pushes_a_blessed_savedmodel(two_runs):
   assert "tensorboard --logdir_spec=" in text
 
 
+def test_trainers_train_where_a_rerun_resumes(two_runs):
+  """Each Trainer trains under <root>/trainer_runs/<id>/<inputs+config digest>, the
+  directory a rerun after a killed Trainer finds its checkpoints in; the
+  execution's ModelRun gets a copy."""
+  config, first, _, _, _ = two_runs
+  for node in ("Trainer", "BaselineTrainer"):
+    (run_dir,) = glob.glob(os.path.join(os.path.abspath(config.pipeline.root),
+                                        pipeline_lib.TRAINER_RUNS_DIR, node, "*"))
+    assert os.path.isdir(os.path.join(run_dir, "checkpoints"))
+    model_run = first.executions[node].uri("model_run")
+    assert sorted(os.listdir(model_run)) == sorted(os.listdir(run_dir))
+
+
+def test_resumable_run_dir_is_keyed_by_inputs_and_config():
+  from e2e_grec.components.trainer import executor
+  custom = {executor.RESUME_ROOT_KEY: "/r", executor.EXAMPLES_DIR_KEY: "/e",
+            executor.GRAPH_DIR_KEY: "/g", contracts.CONFIG_KEY: "a: 1"}
+  same = executor.resumable_run_dir(dict(custom))
+  assert same == executor.resumable_run_dir(custom) and same.startswith("/r/")
+  for key, value in ((executor.EXAMPLES_DIR_KEY, "/e2"), (executor.GRAPH_DIR_KEY, ""),
+                     (contracts.CONFIG_KEY, "a: 2")):
+    assert executor.resumable_run_dir({**custom, key: value}) != same
+  assert executor.resumable_run_dir({**custom, executor.RESUME_ROOT_KEY: "gs://b"}) is None
+  assert executor.resumable_run_dir({**custom, executor.RESUME_ROOT_KEY: ""}) is None
+
+
 def test_rerun_uses_the_cache_and_pushes_nothing_new(two_runs):
   config, first, _, second, progress = two_runs
   for node in UPSTREAM:

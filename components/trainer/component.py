@@ -34,8 +34,9 @@ class Trainer(base_component.BaseComponent):
   EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
   def __init__(self, examples: types.BaseChannel, config: Config, mode: str,
-               graph: Optional[types.BaseChannel] = None):
-    """`config` is the whole training config; `mode` overrides `model.mode`."""
+               graph: Optional[types.BaseChannel] = None, resume_root: str = ""):
+    """`config` is the whole training config; `mode` overrides `model.mode`;
+    a local `resume_root` lets a rerun resume a killed training (see executor)."""
     if mode != "no_graph" and graph is None:
       raise ValueError(f"a {mode} model needs the graph channel")
     config = config.replace(**{"model.mode": mode})
@@ -45,6 +46,7 @@ class Trainer(base_component.BaseComponent):
         eval_args=trainer_pb2.EvalArgs(splits=["eval"]),
         run_fn=executor.RUN_FN,
         custom_config=json_utils.dumps(
-            {contracts.CONFIG_KEY: contracts.encode_config(config)}),
+            {contracts.CONFIG_KEY: contracts.encode_config(config),
+             executor.RESUME_ROOT_KEY: resume_root}),
         model=channel.Channel(type=standard_artifacts.Model),
         model_run=channel.Channel(type=standard_artifacts.ModelRun)))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -27,6 +28,10 @@ RUN_FN = "e2e_grec.components.trainer.executor.run_fn"
 EXAMPLES_DIR_KEY = "examples_dir"
 GRAPH_DIR_KEY = "graph_dir"
 MODEL_DIR_KEY = "model_dir"
+# `custom_config` key set by the pipeline: a local directory under which each
+# (examples, graph, config) trains, so a rerun after a killed Trainer resumes
+# from its checkpoints instead of starting over in a new execution's ModelRun.
+RESUME_ROOT_KEY = "resume_root"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +72,17 @@ class ServingExporter:
                               export_dir)
 
 
+def resumable_run_dir(custom: Mapping[str, Any]) -> str | None:
+  """`<resume root>/<digest of the inputs and config>`, or None (no root, or a
+  remote one: there the run trains in the execution's own ModelRun)."""
+  root = custom.get(RESUME_ROOT_KEY)
+  if not root or staging.is_remote(root):
+    return None
+  key = json.dumps([custom[EXAMPLES_DIR_KEY], custom.get(GRAPH_DIR_KEY) or "",
+                    custom[contracts.CONFIG_KEY]])
+  return os.path.join(root, hashlib.sha256(key.encode()).hexdigest()[:16])
+
+
 def run_fn(fn_args: fn_args_utils.FnArgs) -> None:
   """Trains `config.model.mode`, exports the SavedModel, records the eval metrics."""
   from e2e_grec.training import run  # heavy imports only in the training step
@@ -80,9 +96,12 @@ def run_fn(fn_args: fn_args_utils.FnArgs) -> None:
       graph_dir = stack.enter_context(staging.input_dir(graph_dir))
     run_dir = stack.enter_context(staging.output_dir(fn_args.model_run_dir))
     export_dir = stack.enter_context(staging.output_dir(fn_args.serving_model_dir))
-    logging.info("training a %s model; logs in %s", config.model.mode, run_dir)
-    result = run.run(config, examples_dir, graph_dir, run_dir,
+    train_dir = resumable_run_dir(custom) or run_dir
+    logging.info("training a %s model; logs in %s", config.model.mode, train_dir)
+    result = run.run(config, examples_dir, graph_dir, train_dir,
                      model_exporters=[ServingExporter()], export_dir=export_dir)
+    if train_dir != run_dir:
+      io_utils.copy_dir(train_dir, run_dir)
   write_model_metrics(custom[MODEL_DIR_KEY], ModelMetrics(
       mode=config.model.mode, examples=custom[EXAMPLES_DIR_KEY],
       metrics=quality_metrics(result.metrics)))
