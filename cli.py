@@ -102,9 +102,8 @@ def _refresh_graph(p):
   p.add_argument("--model", required=True, help="Output directory of `train`.")
   p.add_argument("--data", required=True, help="Logs in the KuaiRand-Pure layout from the "
                  "model's training start through the newest day.")
-  p.add_argument("--out", required=True, help="The served model directory "
-                 "(<serving dir>/<serving.model_name>): the refreshed SavedModel becomes its "
-                 "next version.")
+  p.add_argument("--out", required=True, help="Serving directory: the refreshed SavedModel "
+                 "goes to <out>/<serving.model_name>/<version>, next to the served versions.")
   p.add_argument("--through", default=None, metavar="YYYY-MM-DD",
                  help="Last day of the refreshed graph (default: the newest day in the logs).")
 

@@ -37,7 +37,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 import time
 from typing import Mapping
 
@@ -330,11 +329,13 @@ def refresh_graph(model_dir: str, data_dir: str, out_dir: str, config: config_li
 
 
 def command(args: argparse.Namespace, config: config_lib.Config) -> int:
-  """`e2e-grec refresh-graph --model DIR --data DIR --out DIR [--through YYYY-MM-DD]`."""
-  try:
-    result = refresh_graph(args.model, args.data, args.out, config, args.through)
-  except (RefreshError, kuairand.DataError, builder.GraphBuildError) as e:
-    print(f"e2e-grec refresh-graph: error: {e}", file=sys.stderr)
-    return 2
+  """`e2e-grec refresh-graph --model DIR --data DIR --out DIR [--through YYYY-MM-DD]`.
+
+  `--out` is the serving directory, as for `e2e-grec export`: the version goes
+  to `<out>/<serving.model_name>/<version>`.
+  """
+  out_dir = os.path.join(args.out, config.serving.model_name)
+  result = refresh_graph(args.model, args.data, out_dir, config, args.through)
   print(json.dumps(result.report, indent=2))
+  print(f"serve it with: e2e-grec serve --models {args.out}")
   return 0
