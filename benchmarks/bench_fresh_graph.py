@@ -268,9 +268,8 @@ def markdown(summary: dict) -> str:
   fmt = lambda s: f"{s['mean']:.4f} ± {s['std']:.4f}"
   arms = summary["arms"]
   any_arm = next(iter(arms.values()), None)
+  # `benchmarks.report` heads it with the command and the JSON it came from.
   lines = [
-      "Measured by `python -m benchmarks.bench_fresh_graph` "
-      "(`benchmarks/results/bench_fresh_graph.json`).", "",
       f"Train 04-25..05-02 (except (d)), eval 05-05..05-06"
       + (f": {any_arm['examples']:,} impressions, {any_arm['new_examples']:,} of them with "
          "a user or video new since 05-02" if any_arm else "")
