@@ -98,6 +98,16 @@ def _export(p):
                  "<out>/<serving.model_name>/<version>, the layout `serve` and TF Serving read.")
 
 
+def _refresh_graph(p):
+  p.add_argument("--model", required=True, help="Output directory of `train`.")
+  p.add_argument("--data", required=True, help="Logs in the KuaiRand-Pure layout from the "
+                 "model's training start through the newest day.")
+  p.add_argument("--out", required=True, help="Serving directory: the refreshed SavedModel "
+                 "goes to <out>/<serving.model_name>/<version>, next to the served versions.")
+  p.add_argument("--through", default=None, metavar="YYYY-MM-DD",
+                 help="Last day of the refreshed graph (default: the newest day in the logs).")
+
+
 def _run(p):
   _data(p, "synthetic data generated under the pipeline root")
   _config_flag(p, "--out", "pipeline.root", "Pipeline root: artifacts, MLMD, logs")
@@ -166,6 +176,9 @@ COMMANDS: dict[str, Command] = {
                     "Search hyperparameters with Optuna over `train` runs (resumable).", _tune),
     "export": Command("e2e_grec.cli:export",
                       "Export a trained model as a versioned SavedModel for serving.", _export),
+    "refresh-graph": Command("e2e_grec.serving.graph_refresh:command",
+                             "Export a trained model with a graph rebuilt from newer logs "
+                             "(no training).", _refresh_graph),
     "run": Command("e2e_grec.pipeline.run:command",
                    "Run the whole TFX pipeline locally (the main job).", _run),
     "compile-kubeflow": Command("e2e_grec.pipeline.kubeflow:command",

@@ -101,6 +101,8 @@ RUN_LOG_FILE: Final = "train_log.jsonl"
 RUN_METRICS_TABLE_FILE: Final = "metrics.md"
 # The resolved config a run (or a pipeline root) was made with.
 RUN_CONFIG_FILE: Final = "config.yaml"
+# The trained weights (`model.save_weights` prefix) inside a run directory.
+RUN_WEIGHTS: Final = os.path.join("weights", "model")
 # The Evaluator's comparison in the `ModelEvaluation` artifact: JSON and a table.
 EVALUATION_METRICS_FILE: Final = "metrics.json"
 EVALUATION_TABLE_FILE: Final = "metrics.md"

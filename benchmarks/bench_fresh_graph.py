@@ -35,22 +35,26 @@ import e2e_grec  # noqa: F401  (legacy Keras before TensorFlow)
 import numpy as np
 
 from e2e_grec import config as config_lib
+from e2e_grec import contracts
 from e2e_grec.datasets import prepare
 from e2e_grec.datasets.dates import day_of
 from e2e_grec.datasets.labels import BINARY_TASKS, REGRESSION_TASKS
+from e2e_grec.datasets.node_tables import NodeTables
 from e2e_grec.graph import builder
-from e2e_grec.graph.node_tables import NodeTables
 from e2e_grec.graph.sampler import SubgraphSampler
 from e2e_grec.graph.sampling_index import SamplingIndex
 from e2e_grec.models import metrics as metrics_lib
-from e2e_grec.models import train, two_stage
+from e2e_grec.models import two_stage
 from e2e_grec.serving import graph_refresh
+from e2e_grec.training import inputs as inputs_lib, loop, run as run_lib
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 STALE_END, FRESH_END = "2022-05-02", "2022-05-04"
-# The experiment runner's CPU-sized settings (benchmarks/experiments.py).
-BASE = {"train.batch_size": 1024, "train.epochs": 2, "sampling.fanouts": [5],
-        "model.gnn_layers": 1, "model.gnn_hidden_dim": 32, "train.gradnorm_every_steps": 5}
+# Every arm runs the default config (the experiment runner's CPU-sized
+# settings); these of its keys are recorded with the results.
+REPORTED_SETTINGS = ("train.batch_size", "train.epochs", "sampling.fanouts",
+                     "model.gnn_layers", "model.gnn_hidden_dim",
+                     "train.gradnorm_every_steps")
 ARMS = ("stale", "refreshed", "two_stage", "retrained")
 
 
@@ -64,33 +68,30 @@ class Inputs:
 
 def inputs_through(end: str, data: str, work: str) -> Inputs:
   """prepare + build-graph of the window 04-25..`end` (eval stays 05-05..05-06)."""
-  config = config_lib.Config().replace(**BASE, **{"data.data_dir": data,
-                                                  "data.train_end": end})
+  config = config_lib.Config().replace(**{"data.data_dir": data, "data.train_end": end})
   examples, graph = (os.path.join(work, f"{what}_{end}") for what in ("examples", "graph"))
-  if not os.path.exists(os.path.join(examples, prepare.REPORT_FILE)):
+  if not os.path.exists(os.path.join(examples, contracts.PREPARE_REPORT_FILE)):
     prepare.prepare(config, data, examples)
-  if not os.path.exists(os.path.join(graph, "manifest.json")):
-    builder.build_graph(config, examples, data, graph)
+  if not os.path.exists(os.path.join(graph, contracts.MANIFEST_FILE)):
+    builder.build_graph(config, examples, graph)
   return Inputs(config, examples, graph)
 
 
-def trained(inputs: Inputs, mode: str, seed: int, work: str) -> train.TrainResult:
+def trained(inputs: Inputs, mode: str, seed: int, work: str) -> run_lib.RunResult:
   """Trains (or resumes, or re-evaluates a finished run) one model."""
   config = inputs.config.replace(**{"model.mode": mode, "train.seed": seed})
   run_dir = os.path.join(work, "runs", f"{mode}_{os.path.basename(inputs.examples)}_s{seed}")
-  result = train.build_and_train(config, inputs.examples, inputs.graph, run_dir)
-  # The refresh reads the tables a model trained with from its run directory.
-  shutil.copy(os.path.join(inputs.examples, prepare.NODE_TABLES_FILE), run_dir)
+  result = run_lib.run(config, inputs.examples, inputs.graph, run_dir)
   result.metrics["run_dir"] = run_dir
   return result
 
 
 def scores(model, sampler, tables: NodeTables, config: config_lib.Config,
            eval_cols: dict, cache: two_stage.EmbeddingCache | None = None) -> dict:
-  pipeline = train.Inputs(config, eval_cols, eval_cols, sampler, tables)
+  pipeline = inputs_lib.Inputs(config, eval_cols, eval_cols, sampler, tables)
   if cache is not None:
-    pipeline.cache_fn = cache.lookup_fn(tables)
-  return train.predict(model, pipeline.eval())
+    pipeline.use_cache(cache.lookup_fn(tables))
+  return loop.predict(model, pipeline.eval())
 
 
 def quality(eval_cols: dict, predictions: dict, new: np.ndarray) -> dict:
@@ -149,8 +150,8 @@ def run_arms(seed: int, data: str, work: str, stale: Inputs, fresh: Inputs) -> N
   arms_dir = os.path.join(work, "arms")
   os.makedirs(arms_dir, exist_ok=True)
   path = lambda arm: os.path.join(arms_dir, f"seed{seed}_{arm}.json")
-  eval_cols = train.load_split(stale.examples, "eval")
-  known = NodeTables.load(os.path.join(stale.examples, prepare.NODE_TABLES_FILE))
+  eval_cols = inputs_lib.load_split(stale.examples, contracts.EVAL_SPLIT)
+  known = NodeTables.load(os.path.join(stale.examples, contracts.NODE_TABLES_FILE))
   new = np.zeros(len(eval_cols["user_id"]), bool)
   for ns in ("user", "video"):
     new |= known.lookup(ns, eval_cols[f"{ns}_id"]).numpy() == 0
@@ -201,6 +202,11 @@ def _mean_std(values: list[float]) -> dict:
           "n": len(values)}
 
 
+def _settings() -> dict:
+  values = config_lib.Config().to_dict()
+  return {key: values[key.split(".")[0]][key.split(".")[1]] for key in REPORTED_SETTINGS}
+
+
 def summarize(work: str, seeds: list[int]) -> dict:
   runs = {arm: [] for arm in ARMS}
   for seed in seeds:
@@ -226,7 +232,7 @@ def summarize(work: str, seeds: list[int]) -> dict:
         arms[arm]["phase_s"] = {k: round(float(np.mean([p[k] for p in phases])), 1)
                                 for k in phases[0]}
   return {"train_window": ["2022-04-25", STALE_END], "refresh_through": FRESH_END,
-          "eval_window": ["2022-05-05", "2022-05-06"], "config": BASE,
+          "eval_window": ["2022-05-05", "2022-05-06"], "config": _settings(),
           "cpu_count": os.cpu_count(), "arms": arms, "checks": checks(arms)}
 
 
@@ -262,9 +268,8 @@ def markdown(summary: dict) -> str:
   fmt = lambda s: f"{s['mean']:.4f} ± {s['std']:.4f}"
   arms = summary["arms"]
   any_arm = next(iter(arms.values()), None)
+  # `benchmarks.report` heads it with the command and the JSON it came from.
   lines = [
-      "Measured by `python -m benchmarks.bench_fresh_graph` "
-      "(`benchmarks/results/bench_fresh_graph.json`).", "",
       f"Train 04-25..05-02 (except (d)), eval 05-05..05-06"
       + (f": {any_arm['examples']:,} impressions, {any_arm['new_examples']:,} of them with "
          "a user or video new since 05-02" if any_arm else "")

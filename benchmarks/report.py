@@ -161,7 +161,9 @@ SECTIONS = {
     "results": [("experiments", "Model quality on KuaiRand-Pure (eval 2022-05-05..06)",
                  "python -m benchmarks.experiments"),
                 ("tuning", "Hyperparameter search on KuaiRand-Pure (eval 2022-05-05..06)",
-                 "e2e-grec tune --summary benchmarks/results/tuning.json")],
+                 "e2e-grec tune --summary benchmarks/results/tuning.json"),
+                ("bench_fresh_graph", "Fresh graph without retraining",
+                 "python -m benchmarks.bench_fresh_graph")],
     "benchmarks": [
         ("bench_training_cost", "Training cost per mode", "python -m benchmarks.bench_training_cost"),
         ("bench_sampler", "Subgraph sampling throughput", "python -m benchmarks.bench_sampler"),

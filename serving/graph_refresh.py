@@ -37,7 +37,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 import time
 from typing import Mapping
 
@@ -47,19 +46,18 @@ import pandas as pd
 import tensorflow as tf
 
 from e2e_grec import config as config_lib
+from e2e_grec import contracts
 from e2e_grec.datasets import examples as examples_lib
 from e2e_grec.datasets import kuairand, prepare as prepare_lib, vocab
+from e2e_grec.datasets import node_tables as node_tables_lib
 from e2e_grec.datasets.dates import date_of, day_of
-from e2e_grec.graph import builder, node_tables as node_tables_lib
-from e2e_grec.graph.node_tables import NodeTables
+from e2e_grec.datasets.node_tables import NodeTables
+from e2e_grec.graph import builder
 from e2e_grec.graph.sampler import SubgraphSampler
 from e2e_grec.graph.sampling_index import SamplingIndex
 from e2e_grec.models.e2e_grec import E2EGRec
 from e2e_grec.serving import export
 
-CONFIG_FILE = "config.yaml"
-WEIGHTS = os.path.join("weights", "model")
-NODE_TABLES_FILE = "node_tables.npz"
 # Written into each refreshed version, where TF Serving ignores extra files.
 REPORT_FILE = os.path.join("assets.extra", "refresh_report.json")
 STAGING_PREFIX = ".refresh-"
@@ -82,24 +80,26 @@ class TrainedModel:
 
   @classmethod
   def load(cls, model_dir: str) -> "TrainedModel":
-    paths = {name: os.path.join(model_dir, name) for name in (CONFIG_FILE, NODE_TABLES_FILE)}
+    paths = {name: os.path.join(model_dir, name)
+             for name in (contracts.RUN_CONFIG_FILE, contracts.NODE_TABLES_FILE)}
     missing = [p for p in paths.values() if not os.path.exists(p)]
-    weights = os.path.join(model_dir, WEIGHTS)
+    weights = os.path.join(model_dir, contracts.RUN_WEIGHTS)
     if not tf.io.gfile.glob(weights + ".index"):
       missing.append(weights + ".index")
     if missing:
       raise RefreshError(f"{model_dir} is not a trained model directory (`e2e-grec train "
                          f"--out`): missing {', '.join(missing)}")
-    config = config_lib.load(paths[CONFIG_FILE])
+    config = config_lib.load(paths[contracts.RUN_CONFIG_FILE])
     if config.model.mode == "no_graph":
-      raise RefreshError(f"{paths[CONFIG_FILE]}: model.mode is no_graph; a model without "
-                         "a graph has nothing to refresh")
-    return cls(model_dir, config, node_tables_lib.load_arrays(paths[NODE_TABLES_FILE]),
+      raise RefreshError(f"{paths[contracts.RUN_CONFIG_FILE]}: model.mode is no_graph; "
+                         "a model without a graph has nothing to refresh")
+    return cls(model_dir, config,
+               node_tables_lib.load_arrays(paths[contracts.NODE_TABLES_FILE]),
                weights)
 
   @property
   def tables_path(self) -> str:
-    return os.path.join(self.model_dir, NODE_TABLES_FILE)
+    return os.path.join(self.model_dir, contracts.NODE_TABLES_FILE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,13 +128,15 @@ def window_config(trained: config_lib.Config, data_dir: str, through: str | None
   """The trained config with the window widened to `through` (open-ended if None).
 
   Everything that shapes the weights (model, sampling, graph, data parsing)
-  stays the trained one; `config` only contributes serving and Beam options.
+  stays the trained one; `config` only contributes serving, export and Beam
+  options.
   """
   end = through or _OPEN_END
   after = str(date_of(day_of(end) + 1))
   return trained.replace(**{
       "data.data_dir": data_dir, "data.train_end": end, "data.eval_start": after,
       "data.eval_end": after, "serving": dataclasses.asdict(config.serving),
+      "export": dataclasses.asdict(config.export),
       "graph.beam_args": list(config.graph.beam_args)})
 
 
@@ -162,7 +164,7 @@ def build_refreshed_graph(trained: TrainedModel, data_dir: str, work_dir: str,
   window = window_config(trained.config, data_dir, through, config)
   examples_dir = os.path.join(work_dir, "examples")
   report = prepare_lib.prepare(window, data_dir, examples_dir)
-  last_day = report.splits["train"]["last_day"]
+  last_day = report.splits[contracts.TRAIN_SPLIT]["last_day"]
   if day_of(last_day) <= trained_end:
     raise RefreshError(
         f"refresh window is empty: the logs in {data_dir} end {last_day}, not after the "
@@ -174,17 +176,18 @@ def build_refreshed_graph(trained: TrainedModel, data_dir: str, work_dir: str,
   users, _ = kuairand.read_table(layout.user_features, kuairand.USER_SPEC, quarantine)
   videos, _ = kuairand.read_table(layout.video_features, kuairand.VIDEO_SPEC, quarantine)
   history, _ = kuairand.read_history(layout.user_history, quarantine)
-  rows = examples_lib.read_examples(examples_lib.split_path(examples_dir, "train"))
-  arrays = vocab.build(pd.DataFrame({k: rows[k] for k in ("user_id", "video_id", "tab")}),
+  rows = examples_lib.read_examples(contracts.split_file(examples_dir, contracts.TRAIN_SPLIT))
+  columns = contracts.ID_FEATURES + (contracts.TAB,)
+  arrays = vocab.build(pd.DataFrame({k: rows[k] for k in columns}),
                        users, videos, history, day_of(trained.config.data.train_start),
                        reference=trained.arrays)
   _check_fits(trained, arrays)
-  node_tables_lib.save_arrays(os.path.join(examples_dir, NODE_TABLES_FILE), arrays)
+  node_tables_lib.save_arrays(os.path.join(examples_dir, contracts.NODE_TABLES_FILE), arrays)
 
   graph_dir = os.path.join(work_dir, "graph")
-  manifest = builder.build_graph(window, examples_dir, data_dir, graph_dir)
+  manifest = builder.build_graph(window, examples_dir, graph_dir)
   new_nodes = {ns: int(len(arrays[f"{ns}/ids"]) - len(trained.arrays[f"{ns}/ids"]))
-               for ns in node_tables_lib.NODE_SETS if f"{ns}/ids" in trained.arrays}
+               for ns in contracts.NODE_SETS if f"{ns}/ids" in trained.arrays}
   return RefreshedGraph(examples_dir, graph_dir, arrays, last_day, new_nodes,
                         {name: es.edges for name, es in manifest.edge_sets.items()})
 
@@ -200,8 +203,9 @@ def _built_model(tables: NodeTables, config: config_lib.Config,
   oov = tf.constant([-1], tf.int64)
   zero = tf.zeros([1], tf.int64)
   graph = sampler(oov, oov, zero)
-  model({"user_id": oov, "video_id": oov, "tab": oov, "hour": zero, "day": zero,
-         "graph": graph})
+  model({contracts.USER_ID: oov, contracts.VIDEO_ID: oov, contracts.TAB: oov,
+         contracts.HOUR: zero, contracts.DAY: zero, contracts.TIME_MS: zero,
+         contracts.GRAPH_INPUT: graph})
   if model.gfae is not None:  # Its decoder is only called in training.
     model.gfae(model.encoder(graph), model.gfae.sample_masks(graph))
   return model
@@ -243,7 +247,7 @@ def transplant(trained: TrainedModel, arrays: Mapping[str, np.ndarray],
     status.assert_existing_objects_matched()
   except (AssertionError, ValueError, tf.errors.OpError) as e:
     raise RefreshError(f"{trained.weights}: the weights do not fit the model of "
-                       f"{trained.model_dir}/{CONFIG_FILE}: {e}") from None
+                       f"{trained.model_dir}/{contracts.RUN_CONFIG_FILE}: {e}") from None
   new = _built_model(new_tables, config, sampler)
   old_weights, new_weights = _weights(old, old_tables), _weights(new, new_tables)
   if len(old_weights) != len(new_weights):
@@ -299,7 +303,8 @@ def refresh_graph(model_dir: str, data_dir: str, out_dir: str, config: config_li
                               trained.config.sampling)
     model = transplant(trained, refreshed.arrays, sampler)
     seconds["weights"] = time.time() - started - seconds["graph"]
-    serving_config = trained.config.replace(serving=dataclasses.asdict(config.serving))
+    serving_config = trained.config.replace(serving=dataclasses.asdict(config.serving),
+                                            export=dataclasses.asdict(config.export))
     saved_model = os.path.join(staging, "saved_model")
     export.export_saved_model(model, sampler, tables, serving_config, saved_model)
     seconds["export"] = time.time() - started - seconds["graph"] - seconds["weights"]
@@ -324,11 +329,13 @@ def refresh_graph(model_dir: str, data_dir: str, out_dir: str, config: config_li
 
 
 def command(args: argparse.Namespace, config: config_lib.Config) -> int:
-  """`e2e-grec refresh-graph --model DIR --data DIR --out DIR [--through YYYY-MM-DD]`."""
-  try:
-    result = refresh_graph(args.model, args.data, args.out, config, args.through)
-  except (RefreshError, kuairand.DataError, builder.GraphBuildError) as e:
-    print(f"e2e-grec refresh-graph: error: {e}", file=sys.stderr)
-    return 2
+  """`e2e-grec refresh-graph --model DIR --data DIR --out DIR [--through YYYY-MM-DD]`.
+
+  `--out` is the serving directory, as for `e2e-grec export`: the version goes
+  to `<out>/<serving.model_name>/<version>`.
+  """
+  out_dir = os.path.join(args.out, config.serving.model_name)
+  result = refresh_graph(args.model, args.data, out_dir, config, args.through)
   print(json.dumps(result.report, indent=2))
+  print(f"serve it with: e2e-grec serve --models {args.out}")
   return 0

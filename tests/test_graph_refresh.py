@@ -5,8 +5,13 @@ the refresh data adds 04-29..04-30 plus a brand-new user and video and one
 chosen interaction on 04-29. One hop with a fan-out above every degree makes
 the sampled subgraph the whole admissible neighbourhood, so stale and
 refreshed versions must agree exactly wherever the refresh adds nothing visible.
+
+Beam runs twice in the module: the training graph, and the one refresh that
+every test reads (run while a server answers requests, so it is also the
+swap test). The refusals stop before any graph build.
 """
 import csv
+import functools
 import os
 import shutil
 import threading
@@ -20,11 +25,13 @@ import tensorflow as tf
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from e2e_grec import config as config_lib
-from e2e_grec.datasets import kuairand, prepare, synthetic, vocab
+from e2e_grec import contracts
+from e2e_grec.datasets import kuairand, node_tables, prepare, synthetic, vocab
 from e2e_grec.datasets.dates import day_of
-from e2e_grec.graph import builder, node_tables
-from e2e_grec.models import train
+from e2e_grec.graph import builder
 from e2e_grec.serving import export, graph_refresh, requests, server as server_lib
+from e2e_grec.training import run as run_lib
+from e2e_grec.training.inputs import load_split
 
 MODEL = "e2e_grec"
 NEW_USER, NEW_VIDEO = 5000, 9000
@@ -36,7 +43,7 @@ CONFIG = config_lib.Config().replace(**{
     "synthetic.impressions": 2500, "synthetic.history_length": 5,
     "data.train_end": "2022-04-28", "data.eval_start": "2022-04-29",
     "data.eval_end": "2022-04-30", "graph.shards": 2,
-    "model.gnn_layers": 1, "model.gnn_hidden_dim": 8, "model.embedding_dim": 4,
+    "model.gnn_hidden_dim": 8, "model.embedding_dim": 4,
     "model.bottom_units": [8], "model.tower_units": [4], "model.cross_layers": 1,
     "sampling.fanouts": [10_000], "train.batch_size": 256, "train.max_train_steps": 2,
     "serving.poll_seconds": 0.2, "serving.host": "127.0.0.1", "serving.grpc_port": 0,
@@ -58,7 +65,7 @@ def _first_row(path: str) -> dict:
 
 def _known_pair(examples_dir: str) -> tuple[int, int]:
   """A trained user and video that never met in the training window."""
-  seen = train.load_split(examples_dir, "train")
+  seen = load_split(examples_dir, contracts.TRAIN_SPLIT)
   pairs = set(zip(seen["user_id"].tolist(), seen["video_id"].tolist()))
   user = int(seen["user_id"][0])
   video = next(int(v) for v in np.unique(seen["video_id"]) if (user, int(v)) not in pairs)
@@ -73,11 +80,9 @@ def setup(tmp_path_factory):
   synthetic.generate(CONFIG.synthetic, data)
   examples, graph = str(root / "examples"), str(root / "graph")
   prepare.prepare(CONFIG, data, examples)
-  builder.build_graph(CONFIG, examples, data, graph)
+  builder.build_graph(CONFIG, examples, graph)
   model_dir = str(root / "model")
-  result = train.build_and_train(CONFIG, examples, graph, model_dir)
-  # TODO(trainer): `train` should keep the tables it trained with in its out_dir.
-  shutil.copy(os.path.join(examples, "node_tables.npz"), model_dir)
+  result = run_lib.run(CONFIG, examples, graph, model_dir)
   serving = str(root / "serving" / MODEL)
   export.export_saved_model(result.model, result.sampler, result.tables, CONFIG,
                             os.path.join(serving, "1"))
@@ -102,16 +107,55 @@ def setup(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def refreshed(setup):
-  return graph_refresh.refresh_graph(setup["model_dir"], setup["data"], setup["serving"],
-                                     CONFIG)
+def swap(setup):
+  """The refresh, run into the served directory while requests keep flowing."""
+  server = server_lib.ModelServer(os.path.dirname(setup["serving"]), CONFIG.serving).start()
+  request = requests.rank_request(MODEL, setup["user"], [setup["video"], 2], 1, 9,
+                                  ADDED_DAY + 1)
+  versions, errors, stop = [], [], threading.Event()
+
+  def keep_asking():
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+      stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+      while not stop.is_set():
+        try:
+          versions.append(stub.Predict(request, timeout=30).model_spec.version.value)
+        except grpc.RpcError as e:
+          errors.append(e)
+
+  thread = threading.Thread(target=keep_asking)
+  thread.start()
+  try:
+    result = graph_refresh.refresh_graph(setup["model_dir"], setup["data"], setup["serving"],
+                                         CONFIG)
+    version = int(os.path.basename(result.version_dir))
+    for _ in range(300):
+      if versions and versions[-1] == version:
+        break
+      stop.wait(0.1)
+    listing = sorted(os.listdir(setup["serving"]))
+  finally:
+    stop.set()
+    thread.join()
+    server.stop()
+  return {"result": result, "version": version, "versions": versions, "errors": errors,
+          "listing": listing}
+
+
+@pytest.fixture(scope="module")
+def refreshed(swap):
+  return swap["result"]
+
+
+@functools.lru_cache(maxsize=None)
+def _rank_signature(version_dir: str):
+  return tf.saved_model.load(version_dir).signatures[requests.RANK_SIGNATURE]
 
 
 def _rank(version_dir: str, user: int, videos, day: int) -> dict[str, np.ndarray]:
-  signature = tf.saved_model.load(version_dir).signatures[requests.RANK_SIGNATURE]
-  out = signature(user_id=tf.constant(user, tf.int64),
-                  video_ids=tf.constant(videos, tf.int64), tab=tf.constant(1, tf.int64),
-                  hour=tf.constant(9, tf.int64), day=tf.constant(day, tf.int64))
+  signature = _rank_signature(version_dir)
+  rows = requests.rank_rows(user, videos, tab=1, hour=9, day=day)
+  out = signature(**{name: tf.constant(value) for name, value in rows.items()})
   return {k: v.numpy() for k, v in out.items()}
 
 
@@ -129,14 +173,15 @@ def _has_edge(sampler, user: int, video: int, day: int, edge_set: str = "click")
 
 
 def test_reference_build_reproduces_the_trained_tables(setup):
-  arrays = node_tables.load_arrays(os.path.join(setup["examples"], "node_tables.npz"))
+  arrays = node_tables.load_arrays(os.path.join(setup["examples"], contracts.NODE_TABLES_FILE))
   layout = kuairand.discover(setup["data"])
   quarantine = kuairand.Quarantine()
   users, _ = kuairand.read_table(layout.user_features, kuairand.USER_SPEC, quarantine)
   videos, _ = kuairand.read_table(layout.video_features, kuairand.VIDEO_SPEC, quarantine)
   history, _ = kuairand.read_history(layout.user_history, quarantine)
-  rows = train.load_split(setup["examples"], "train")
-  rebuilt = vocab.build(pd.DataFrame({k: rows[k] for k in ("user_id", "video_id", "tab")}),
+  rows = load_split(setup["examples"], contracts.TRAIN_SPLIT)
+  columns = contracts.ID_FEATURES + (contracts.TAB,)
+  rebuilt = vocab.build(pd.DataFrame({k: rows[k] for k in columns}),
                         users, videos, history, day_of(CONFIG.data.train_start),
                         reference=arrays)
   assert sorted(rebuilt) == sorted(arrays)
@@ -145,7 +190,7 @@ def test_reference_build_reproduces_the_trained_tables(setup):
 
 
 def test_new_nodes_get_side_features_and_known_ones_keep_theirs(setup, refreshed):
-  trained = node_tables.load_arrays(os.path.join(setup["model_dir"], "node_tables.npz"))
+  trained = node_tables.load_arrays(os.path.join(setup["model_dir"], contracts.NODE_TABLES_FILE))
   tables = refreshed.tables
   assert refreshed.report["new_nodes"]["user"] >= 1
   assert refreshed.report["new_nodes"]["video"] >= 1
@@ -164,7 +209,7 @@ def test_new_nodes_get_side_features_and_known_ones_keep_theirs(setup, refreshed
 
 
 def test_id_embeddings_keep_trained_rows_and_new_nodes_get_the_oov_row(setup, refreshed):
-  trained = node_tables.load_arrays(os.path.join(setup["model_dir"], "node_tables.npz"))
+  trained = node_tables.load_arrays(os.path.join(setup["model_dir"], contracts.NODE_TABLES_FILE))
   embeddings = [v for v in refreshed.model.variables if "user_id/embeddings" in v.name]
   assert embeddings
   reader = tf.train.load_checkpoint(graph_refresh.TrainedModel.load(
@@ -206,40 +251,10 @@ def test_cold_start_user_is_encoded_and_unknown_ids_still_score(refreshed):
   assert not np.allclose(new, unknown[:3], atol=1e-6)
 
 
-def test_server_swaps_to_the_refreshed_version_without_failed_requests(setup, tmp_path):
-  base = tmp_path / MODEL
-  shutil.copytree(os.path.join(setup["serving"], "1"), base / "1")
-  server = server_lib.ModelServer(str(tmp_path), CONFIG.serving).start()
-  request = requests.rank_request(MODEL, setup["user"], [setup["video"], 2], 1, 9,
-                                  ADDED_DAY + 1)
-  versions, errors, stop = [], [], threading.Event()
-
-  def keep_asking():
-    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
-      stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-      while not stop.is_set():
-        try:
-          versions.append(stub.Predict(request, timeout=30).model_spec.version.value)
-        except grpc.RpcError as e:
-          errors.append(e)
-
-  thread = threading.Thread(target=keep_asking)
-  thread.start()
-  try:
-    result = graph_refresh.refresh_graph(setup["model_dir"], setup["data"], str(base),
-                                         CONFIG)
-    version = int(os.path.basename(result.version_dir))
-    for _ in range(300):
-      if versions and versions[-1] == version:
-        break
-      stop.wait(0.1)
-  finally:
-    stop.set()
-    thread.join()
-    server.stop()
-  assert not errors
-  assert versions[0] == 1 and versions[-1] == version
-  assert sorted(os.listdir(base)) == ["1", str(version)]
+def test_server_swaps_to_the_refreshed_version_without_failed_requests(swap):
+  assert not swap["errors"]
+  assert swap["versions"][0] == 1 and swap["versions"][-1] == swap["version"]
+  assert swap["listing"] == ["1", str(swap["version"])]
 
 
 def _assert_refused(setup, tmp_path, fragment: str, data: str | None = None, **kwargs):
@@ -289,15 +304,19 @@ def test_side_tables_that_do_not_fit_the_model_are_refused(setup, tmp_path):
 
 
 @pytest.mark.parametrize("change", ["fewer_users_in_tables", "other_embedding_dim"])
-def test_a_model_whose_parts_do_not_fit_is_refused(setup, tmp_path, change):
+def test_a_model_whose_parts_do_not_fit_is_refused(setup, refreshed, tmp_path, change):
+  """The weights are checked against the model's own tables and config (step 4)."""
   model_dir = str(tmp_path / "model")
   shutil.copytree(setup["model_dir"], model_dir)
+  tables_path = os.path.join(model_dir, contracts.NODE_TABLES_FILE)
   if change == "fewer_users_in_tables":
-    arrays = node_tables.load_arrays(os.path.join(model_dir, "node_tables.npz"))
+    arrays = node_tables.load_arrays(tables_path)
     for key in ("user/ids", "user/dense", "user/categorical"):
       arrays[key] = arrays[key][:-5]
-    node_tables.save_arrays(os.path.join(model_dir, "node_tables.npz"), arrays)
+    node_tables.save_arrays(tables_path, arrays)
   else:
-    path = os.path.join(model_dir, graph_refresh.CONFIG_FILE)
+    path = os.path.join(model_dir, contracts.RUN_CONFIG_FILE)
     config_lib.load(path).replace(**{"model.embedding_dim": 6}).save(path)
-  _assert_refused(setup, tmp_path, "do not fit", model_dir=model_dir)
+  trained = graph_refresh.TrainedModel.load(model_dir)
+  with pytest.raises(graph_refresh.RefreshError, match="do not fit"):
+    graph_refresh.transplant(trained, trained.arrays, refreshed.sampler)

@@ -21,6 +21,7 @@ Output in `out_dir`:
                        `E2EGRec(tables, config)`, call it once on a batch, then
                        `load_weights` -- or take `RunResult.model`.
   config.yaml          the resolved config
+  node_tables.npz      the node tables it trained with (a graph refresh extends them)
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import time
 from typing import Callable, Protocol, Sequence
 
@@ -129,6 +131,8 @@ def run(config: Config, examples_dir: str, graph_dir: str | None, out_dir: str, 
   inputs = Inputs.from_dirs(config, examples_dir, graph_dir)
   os.makedirs(out_dir, exist_ok=True)
   config.save(os.path.join(out_dir, contracts.RUN_CONFIG_FILE))
+  # The tables the weights index into: what a graph refresh extends.
+  shutil.copy(os.path.join(examples_dir, contracts.NODE_TABLES_FILE), out_dir)
   tf.keras.utils.set_random_seed(config.train.seed)
   logging.info("train: mode=%s, %d train / %d eval examples, %d steps per epoch", mode.name,
                len(inputs.train_columns["user_id"]), len(inputs.eval_columns["user_id"]),
@@ -154,7 +158,7 @@ def run(config: Config, examples_dir: str, graph_dir: str | None, out_dir: str, 
   records = trainer.log.records()
   metrics.update(timing.values, train_s=time.time() - t0, mode=mode.name,
                  train_examples_per_s=_train_examples_per_s(records))
-  model.save_weights(os.path.join(out_dir, "weights", "model"))
+  model.save_weights(os.path.join(out_dir, contracts.RUN_WEIGHTS))
   plot_weights(records, os.path.join(out_dir, "gradnorm_weights.png"))
   with open(os.path.join(out_dir, contracts.RUN_METRICS_FILE), "w") as f:
     f.write(metrics_lib.to_json(metrics))
