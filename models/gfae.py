@@ -18,7 +18,6 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_gnn as tfgnn
 
-from e2e_grec.contracts import NODE_ID_FEATURE
 from e2e_grec.datasets.node_tables import NodeTables
 from e2e_grec.models.encoder import READOUT_NODE_SETS, seed_mask
 
@@ -47,7 +46,7 @@ class GraphFeatureAutoEncoder(tf.keras.layers.Layer):
     self._rng = tf.random.Generator.from_seed(seed if seed is not None else 0)
     self.node_sets = tuple(ns for ns in READOUT_NODE_SETS
                            if tables.has_dense(ns) or tables.has_categorical(ns))
-    self._dense_heads, self._cat_heads, self._cat_sizes = {}, {}, {}
+    self._dense_heads, self._cat_heads = {}, {}
     for ns in self.node_sets:
       if tables.has_dense(ns):
         dim = len(tables.dense_names[ns])
@@ -55,11 +54,9 @@ class GraphFeatureAutoEncoder(tf.keras.layers.Layer):
             [tf.keras.layers.Dense(hidden_dim, activation="relu"),
              tf.keras.layers.Dense(dim)], name=f"{ns}_dense_decoder")
       if tables.has_categorical(ns):
-        # One linear head per column, as one kernel: a single matmul whose
-        # output splits into the columns' logits (KuaiRand users have 26 columns).
-        self._cat_sizes[ns] = tuple(tables.categorical_sizes[ns])
-        self._cat_heads[ns] = tf.keras.layers.Dense(sum(self._cat_sizes[ns]),
-                                                    name=f"{ns}_categorical_decoder")
+        self._cat_heads[ns] = [tf.keras.layers.Dense(size, name=f"{ns}_{col}_decoder")
+                               for col, size in zip(tables.categorical_names[ns],
+                                                    tables.categorical_sizes[ns])]
 
   def sample_masks(self, graph: tfgnn.GraphTensor) -> dict[str, tf.Tensor]:
     """bool [N] per node set: a `mask_rate` share of the non-seed nodes."""
@@ -77,7 +74,7 @@ class GraphFeatureAutoEncoder(tf.keras.layers.Layer):
     total, count = tf.constant(0.0), tf.constant(0.0)
     for ns, mask in masks.items():
       states = tf.boolean_mask(encoded.node_sets[ns][tfgnn.HIDDEN_STATE], mask)
-      index = tf.boolean_mask(encoded.node_sets[ns][NODE_ID_FEATURE], mask)
+      index = tf.boolean_mask(encoded.node_sets[ns]["id"], mask)
       per_node = tf.zeros_like(states[:, 0])
       if ns in self._dense_heads:
         target = self._tables.dense(ns, index)
@@ -88,10 +85,9 @@ class GraphFeatureAutoEncoder(tf.keras.layers.Layer):
           per_node += tf.reduce_mean(tf.square(target - pred), axis=-1)
       if ns in self._cat_heads:
         codes = self._tables.categorical(ns, index)
-        logits = tf.split(self._cat_heads[ns](states), self._cat_sizes[ns], axis=-1)
-        ce = [tf.keras.losses.sparse_categorical_crossentropy(codes[:, i], column,
-                                                              from_logits=True)
-              for i, column in enumerate(logits)]
+        ce = [tf.keras.losses.sparse_categorical_crossentropy(
+            codes[:, i], head(states), from_logits=True)
+              for i, head in enumerate(self._cat_heads[ns])]
         per_node += tf.add_n(ce) / len(ce)
       total += tf.reduce_sum(per_node)
       count += tf.cast(tf.size(per_node), tf.float32)
