@@ -31,7 +31,6 @@ from e2e_grec import contracts
 
 # Where each invocation's log (with any traceback) goes; overridable for CI.
 LOG_DIR_ENV = "E2E_GREC_LOG_DIR"
-# The resolved config that `train` saves in its --out directory.
 # Commands that pass the arguments after `--` to Apache Beam.
 BEAM_COMMANDS = ("build-graph",)
 
