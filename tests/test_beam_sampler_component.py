@@ -57,6 +57,7 @@ def test_beam_sampler_component_materialises_subgraphs(tmp_path):
   # Few sampling ops keep TF-GNN's Beam sampler quick (each op is a Keras model
   # that is traced, saved and loaded).
   config = toy_config().replace(**{"sampling.fanouts": list(FANOUTS),
+                                   "model.gnn_layers": len(FANOUTS),
                                    "sampling.edge_sets": ["click"]})
   examples = _artifact(standard_artifacts.Examples, examples_dir)
   graph = _artifact(artifacts.Graph, str(tmp_path / "graph"))

@@ -46,7 +46,7 @@ TOL = 1e-5
 CONFIG = config_lib.Config().replace(**{
     "model.gnn_hidden_dim": 8, "model.embedding_dim": 4, "model.bottom_units": [16],
     "model.tower_units": [8], "model.cross_layers": 1,
-    "sampling.fanouts": [3, 2],
+    "sampling.fanouts": [3, 2], "model.gnn_layers": 2,
     "export.max_candidates": MAX_CANDIDATES, "serving.host": "127.0.0.1",
     "serving.grpc_port": 0, "serving.rest_port": 0, "serving.poll_seconds": 0.2})
 

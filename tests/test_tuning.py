@@ -10,7 +10,7 @@ import e2e_grec  # noqa: F401  (legacy Keras before TensorFlow)
 import pytest
 
 from e2e_grec import config as config_lib
-from e2e_grec.models import toy_data
+import toy_data
 from e2e_grec.tuning import search, space, training_run
 
 # Tiny runs: two training steps, then the eval on 64 toy examples.
