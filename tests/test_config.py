@@ -16,7 +16,7 @@ BAD_OVERRIDES = [
     ("sampling.fanouts=[]", "sampling.fanouts: must not be empty"),
     ("sampling.fanouts=[10, -5]", r"sampling.fanouts\[1\]: must be >= 1"),
     ("model.gnn_layers=0", "model.gnn_layers: must be >= 1"),
-    ("model.gnn_layers=3", "sampling.fanouts: one fan-out per GNN round.*model.gnn_layers=2"),
+    ("model.gnn_layers=3", "sampling.fanouts: one fan-out per GNN round.*model.gnn_layers=1"),
     ("data.train_start=2022-13-01", "data.train_start: '2022-13-01' is not a valid"),
     ("data.eval_start=2022-05-01", "splits must satisfy"),
     ("model.gnn_dropout=1.5", "model.gnn_dropout: must be >= 0 and <= 0.99"),
