@@ -32,7 +32,8 @@ def test_shipped_config_round_trips_through_the_search_space():
 
 
 def test_fanouts_follow_the_layer_count():
-  values = space.to_overrides({**space.params_of(config_lib.Config()), "gnn_layers": 1})
+  two_hops = config_lib.Config().replace(**{"sampling.fanouts": [10, 5], "model.gnn_layers": 2})
+  values = space.to_overrides({**space.params_of(two_hops), "gnn_layers": 1})
   assert values["model.gnn_layers"] == 1 and values["sampling.fanouts"] == [10]
 
 
