@@ -57,9 +57,13 @@ def prepare_inputs(data: str, work: str) -> tuple[str, str]:
 
 
 def run_one(name: str, seed: int, examples: str, graph: str, work: str,
-            config_path: str | None, extra: list[str]) -> dict | None:
+            config_path: str | None, extra: list[str], train: bool = True) -> dict | None:
+  """The run's metrics, training it first if needed (`train=False`: None if unfinished)."""
   overrides = [*EXPERIMENTS[name], f"train.seed={seed}", f"sampling.seed={seed}", *extra]
   out = training_run.run_dir(os.path.join(work, "runs", name), config_path, overrides)
+  if not train and not os.path.exists(os.path.join(out, contracts.RUN_METRICS_FILE)):
+    logging.info("%s seed %d: not run yet (%s)", name, seed, out)
+    return None
   logging.info("%s seed %d: %s", name, seed, out)
   started = time.time()
   try:
@@ -116,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--set", action="append", default=[],
                       help="Extra config override for every run (recorded as base_overrides).")
   parser.add_argument("--results", default=RESULTS_DIR, help="Where the tables go.")
+  parser.add_argument("--summarize-only", action="store_true",
+                      help="Train nothing: tabulate the runs already finished under --work.")
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
   os.makedirs(os.path.join(args.work, "runs"), exist_ok=True)
@@ -132,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
   os.makedirs(args.results, exist_ok=True)
   for seed in args.seeds:
     for name in args.only:
-      metrics = run_one(name, seed, examples, graph, args.work, args.config, args.set)
+      metrics = run_one(name, seed, examples, graph, args.work, args.config, args.set,
+                        train=not args.summarize_only)
       if metrics is not None:
         results[name].append(metrics)
       summary = summarise(results)
