@@ -203,7 +203,6 @@ def export(args: argparse.Namespace, config: config_lib.Config) -> int:
   half a model.
   """
   import shutil  # pylint: disable=g-import-not-at-top
-  import time  # pylint: disable=g-import-not-at-top
   from e2e_grec.training import run as run_lib  # pylint: disable=g-import-not-at-top  (heavy)
   from e2e_grec.serving import export as export_lib  # pylint: disable=g-import-not-at-top
 
@@ -213,8 +212,7 @@ def export(args: argparse.Namespace, config: config_lib.Config) -> int:
   trained = config_lib.load(saved).replace(serving=config.serving, export=config.export)
   base = os.path.join(args.out, config.serving.model_name)
   os.makedirs(base, exist_ok=True)
-  versions = [int(v) for v in os.listdir(base) if v.isdigit()]
-  version = str(max([int(time.time()), *(v + 1 for v in versions)]))
+  version = str(export_lib.next_version(base))
   with tempfile.TemporaryDirectory(dir=args.out, prefix=".export-") as scratch:
     run_copy = os.path.join(scratch, "run")
     shutil.copytree(args.model, run_copy, ignore=shutil.ignore_patterns("tensorboard"))

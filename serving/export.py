@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any, Sequence
 
 import tensorflow as tf
@@ -159,6 +160,14 @@ class Scorer:
     if self.sampler is not None:
       graph = self.sampler(features["user_id"], features["video_id"], features["day"])
     return self.predict(features, graph)
+
+
+def next_version(model_base_dir: str) -> int:
+  """The number of the next version under `<serving dir>/<model name>`: the
+  current time, or one past the newest version if that is later. TF Serving
+  (and `e2e-grec serve`) loads the highest number."""
+  versions = [int(e) for e in os.listdir(model_base_dir) if e.isdigit()]
+  return max([int(time.time())] + [v + 1 for v in versions])
 
 
 def export_saved_model(model: tf.keras.Model, sampler: Any | None, node_tables: tf.Module,

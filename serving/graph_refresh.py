@@ -268,11 +268,6 @@ def transplant(trained: TrainedModel, arrays: Mapping[str, np.ndarray],
   return new
 
 
-def _next_version(out_dir: str) -> int:
-  versions = [int(e) for e in os.listdir(out_dir) if e.isdigit()]
-  return max([int(time.time())] + [v + 1 for v in versions])
-
-
 def refresh_graph(model_dir: str, data_dir: str, out_dir: str, config: config_lib.Config,
                   through: str | None = None) -> Refresh:
   """Refreshes the graph of a trained model and exports it as a new version.
@@ -292,7 +287,7 @@ def refresh_graph(model_dir: str, data_dir: str, out_dir: str, config: config_li
   started = time.time()
   trained = TrainedModel.load(model_dir)
   os.makedirs(out_dir, exist_ok=True)
-  version = _next_version(out_dir)
+  version = export.next_version(out_dir)
   staging = os.path.join(out_dir, f"{STAGING_PREFIX}{version}")
   try:
     refreshed = build_refreshed_graph(trained, data_dir, os.path.join(staging, "work"),
