@@ -174,6 +174,10 @@ class ExportConfig:
       default_factory=lambda: {"click": 1.0, "long_view": 1.0, "like": 2.0,
                                "skip": -1.0, "stay": 0.2})
   max_candidates: int = 1000
+  # Which evaluated checkpoint serves each task (`training/task_selection.py`):
+  # last | best_mean (best mean GAUC) | per_task (each task's best eval metric;
+  # one model copy per distinct epoch in the SavedModel).
+  task_selection: str = "per_task"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -352,6 +356,7 @@ def from_dict(values: Mapping[str, Any]) -> Config:
 
 
 MODES = ("e2e", "two_stage", "no_graph")
+TASK_SELECTIONS = ("last", "best_mean", "per_task")
 # Allowed values of every choice key.
 _CHOICES = {
     "model.mode": MODES,
@@ -360,6 +365,7 @@ _CHOICES = {
     "model.gfae_loss": ("sce", "mse"),
     "train.loss_balancer": ("gradnorm", "fixed", "uncertainty"),
     "eval.baseline_mode": MODES,
+    "export.task_selection": TASK_SELECTIONS,
 }
 # Range of every numeric key (of each item for lists and mappings):
 # (lowest, highest, whether the lowest itself is allowed); None = unbounded.

@@ -24,6 +24,7 @@ import tensorflow as tf
 from e2e_grec.config import Config, ConfigError
 from e2e_grec.models import metrics as metrics_lib
 from e2e_grec.models.e2e_grec import E2EGRec
+from e2e_grec.training import task_selection
 from e2e_grec.training.inputs import Inputs
 from e2e_grec.training.run_log import EvalHistory, RunLog
 
@@ -125,7 +126,12 @@ class Trainer:
     metrics = evaluate(self._model, self._inputs)
     per_epoch = self._inputs.steps_per_epoch()
     metrics.update(step=step, epoch=math.ceil(step / per_epoch), wall_s=self.elapsed())
+    # Snapshot before the record exists, prune after: never a selectable eval without weights.
+    snapshots = task_selection.Snapshots(self.history.directory)
+    tasks = (self._model.binary_tasks, self._model.regression_tasks)
+    snapshots.save(self._model, self.history.records() + [metrics], *tasks)
     self.history.append(metrics)
+    snapshots.prune(self.history.records(), *tasks)
     self.log.write(step, {f"eval/{k}": v for k, v in metrics.items()
                           if isinstance(v, float) and not math.isnan(v)})
     logging.info("train: step %d eval mean GAUC %.4f mean AUC %.4f", step,

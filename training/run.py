@@ -16,8 +16,11 @@ Output in `out_dir`:
   eval_history.jsonl   every epoch's eval metrics, across resumes
   timing.json          two_stage: seconds of pretraining and precomputing
   gradnorm_weights.png the loss weights over training
-  metrics.json, metrics.md   last eval metrics, best / time to best, timing
-  weights/model        the trained weights (`model.save_weights`): rebuild with
+  task_selection/      weights of the evals a task selection policy may serve
+  metrics.json, metrics.md   eval metrics of the selected model (each task's
+                       from its selected eval; `selected_epochs`), best / time
+                       to best, timing, `task_selection`: every policy's metrics
+  weights/model        the last trained weights (`model.save_weights`): rebuild with
                        `E2EGRec(tables, config)`, call it once on a batch, then
                        `load_weights` -- or take `RunResult.model`.
   config.yaml          the resolved config
@@ -44,6 +47,7 @@ from e2e_grec.datasets.node_tables import NodeTables
 from e2e_grec.models import metrics as metrics_lib
 from e2e_grec.models import modes, two_stage
 from e2e_grec.models.e2e_grec import E2EGRec
+from e2e_grec.training import task_selection
 from e2e_grec.training.inputs import Inputs
 from e2e_grec.training.loop import Trainer
 from e2e_grec.training.run_log import plot_weights
@@ -53,8 +57,10 @@ TIMING_FILE = "timing.json"
 
 @dataclasses.dataclass
 class RunResult:
-  """What a training run produced; `model` is ready for serving export."""
-  model: E2EGRec
+  """What a training run produced; `model` is ready for serving export: the
+  model `export.task_selection` selects (an `E2EGRec`, or a
+  `task_selection.TaskSelectedModel` when tasks come from different epochs)."""
+  model: E2EGRec | task_selection.TaskSelectedModel
   metrics: dict
   sampler: object | None
   tables: NodeTables
@@ -118,6 +124,13 @@ def _train_examples_per_s(records: list[dict]) -> float | None:
   return float(np.median(rates)) if rates else None
 
 
+def _built_model(config: Config, tables: NodeTables, batch: dict) -> E2EGRec:
+  """A new model with its variables created (called once on `batch`)."""
+  model = E2EGRec(tables, config)
+  model(batch)
+  return model
+
+
 def run(config: Config, examples_dir: str, graph_dir: str | None, out_dir: str, *,
         model_exporters: Sequence[ModelExporter] = (), export_dir: str | None = None,
         on_step: Callable[[int], None] | None = None) -> RunResult:
@@ -138,11 +151,11 @@ def run(config: Config, examples_dir: str, graph_dir: str | None, out_dir: str, 
                len(inputs.train_columns["user_id"]), len(inputs.eval_columns["user_id"]),
                inputs.steps_per_epoch())
 
-  model = E2EGRec(inputs.tables, config)
-  model.compile(optimizer=tf.keras.optimizers.Adam(config.train.learning_rate))
   # Build the model's variables before restoring (optimizer slots and GradNorm
   # state are restored when they are created, at the first step).
-  model(next(iter(inputs.train(0, use_cache=False).take(1))))
+  first_batch = next(iter(inputs.train(0, use_cache=False).take(1)))
+  model = _built_model(config, inputs.tables, first_batch)
+  model.compile(optimizer=tf.keras.optimizers.Adam(config.train.learning_rate))
   model.balancer.loss_weights()
   pretrained = tf.Variable(False, trainable=False, name="pretrained")
   trainer = Trainer(config, model, inputs, out_dir, started,
@@ -154,7 +167,11 @@ def run(config: Config, examples_dir: str, graph_dir: str | None, out_dir: str, 
   t0 = time.time()
   trainer.fit()
 
-  metrics = trainer.history.summary()
+  history = trainer.history.records()
+  tasks = (model.binary_tasks, model.regression_tasks)
+  selection = task_selection.select(history, config.export.task_selection, *tasks)
+  metrics = {**trainer.history.summary(), **selection.metrics,
+             "task_selection": task_selection.compare_policies(history, *tasks)}
   records = trainer.log.records()
   metrics.update(timing.values, train_s=time.time() - t0, mode=mode.name,
                  train_examples_per_s=_train_examples_per_s(records))
@@ -164,7 +181,10 @@ def run(config: Config, examples_dir: str, graph_dir: str | None, out_dir: str, 
     f.write(metrics_lib.to_json(metrics))
   with open(os.path.join(out_dir, contracts.RUN_METRICS_TABLE_FILE), "w") as f:
     f.write(metrics_lib.to_markdown(metrics, model.binary_tasks, model.regression_tasks))
-  result = RunResult(model=model, metrics=metrics, sampler=inputs.sampler,
+  serving_model = task_selection.selected_model(
+      model, selection, task_selection.Snapshots(out_dir), history[-1]["step"],
+      lambda: _built_model(config, inputs.tables, first_batch))
+  result = RunResult(model=serving_model, metrics=metrics, sampler=inputs.sampler,
                      tables=inputs.tables, config=config)
   for exporter in model_exporters:
     if export_dir is None:

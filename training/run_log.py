@@ -80,6 +80,7 @@ class EvalHistory:
   """
 
   def __init__(self, out_dir: str):
+    self.directory = out_dir
     self._path = os.path.join(out_dir, EVAL_HISTORY_FILE)
 
   def append(self, record: dict) -> None:
