@@ -8,7 +8,9 @@ shipped config (`configs/default.yaml`, or `--config`) with only the
 experiment's own overrides, the seeds and any `--set` on top, each run in its
 own process (`e2e-grec train`), and writes `benchmarks/results/experiments.json`
 and `experiments.md`: mean +- std over seeds of the mean GAUC / AUC over the
-binary tasks, per-task GAUC and AUC, stay RMSE. `base_overrides` in the JSON
+binary tasks, per-task GAUC and AUC, stay RMSE of the exported model (each task
+from the eval `export.task_selection` picks), and a second table of what every
+selection policy would score. `base_overrides` in the JSON
 is the `--set` list: empty means the table is the shipped config's.
 
 Resumable per (experiment, seed): a run's directory is named by its resolved
@@ -76,17 +78,36 @@ def run_one(name: str, seed: int, examples: str, graph: str, work: str,
   return metrics
 
 
+def _mean_std(runs: list[dict], keys) -> dict:
+  """Key -> mean and std over the runs that report it."""
+  out = {}
+  for k in keys:
+    values = np.array([r[k] for r in runs if r.get(k) is not None], np.float64)
+    if values.size:
+      out[k] = {"mean": float(values.mean()), "std": float(values.std())}
+  return out
+
+
 def summarise(results: dict[str, list[dict]]) -> dict:
+  """Per experiment: the headline metrics of the exported models over seeds,
+  and under `task_selection` what each `export.task_selection` policy scores."""
   summary = {}
   for name, runs in results.items():
     if not runs:
       continue
-    summary[name] = {"seeds": len(runs)}
-    for k in training_run.HEADLINE_METRICS:
-      values = np.array([r[k] for r in runs if r.get(k) is not None], np.float64)
-      if values.size:
-        summary[name][k] = {"mean": float(values.mean()), "std": float(values.std())}
+    summary[name] = {"seeds": len(runs),
+                     **_mean_std(runs, training_run.HEADLINE_METRICS)}
+    policies = [r["task_selection"] for r in runs if "task_selection" in r]
+    if policies:
+      summary[name]["task_selection"] = {
+          policy: _mean_std([p[policy] for p in policies], SELECTION_METRICS)
+          for policy in policies[0]}
   return summary
+
+
+# What the task selection table compares (keys of each policy's metrics).
+SELECTION_METRICS = ("mean_gauc", "mean_auc", *(f"{t}/gauc" for t in BINARY_TASKS),
+                     "stay/rmse")
 
 
 def markdown(summary: dict) -> str:
@@ -104,6 +125,13 @@ def markdown(summary: dict) -> str:
     row += [cell(stats, "stay/rmse"), cell(stats, "train_examples_per_s", 0),
             cell(stats, "time_to_best_s", 0)]
     lines.append("| " + " | ".join(row) + " |")
+  head = ["experiment", "export.task_selection", "mean GAUC", "mean AUC"] + \
+      [f"{t} GAUC" for t in BINARY_TASKS] + ["stay RMSE"]
+  lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  for name, stats in summary.items():
+    for policy, metrics in stats.get("task_selection", {}).items():
+      row = [name, policy] + [cell(metrics, k) for k in SELECTION_METRICS]
+      lines.append("| " + " | ".join(row) + " |")
   return "\n".join(lines) + "\n"
 
 
