@@ -141,8 +141,14 @@ class TrainConfig:
   gradnorm_every_steps: int = 5
   # Fixed loss weights (also GradNorm's initial weights); missing = 1.0.
   loss_weights: dict[str, float] = dataclasses.field(default_factory=dict)
-  # two_stage: epochs of GNN pretraining (GFAE + link prediction).
+  # two_stage (and e2e with warm_start): epochs of GNN pretraining (GFAE +
+  # link prediction, `models/two_stage.py`).
   pretrain_epochs: int = 1
+  # e2e: pretrain the GNN as two_stage does, then train it end to end with the
+  # ranker from that learned structure instead of from scratch. Other modes
+  # ignore it (two_stage always pretrains; no_graph has no GNN), so a
+  # warm-start config still runs their baselines.
+  warm_start: bool = False
   seed: int = 0
   # Stop after this many training steps in total (0 = every epoch in full).
   max_train_steps: int = 0

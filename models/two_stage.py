@@ -51,11 +51,13 @@ def pretrain(model: E2EGRec, batches: Callable[[int], tf.data.Dataset], epochs: 
   """Trains `model.encoder` (+ GFAE decoder) on GFAE + link prediction.
 
   `batches(epoch)` yields training batches with `graph`. Returns the number
-  of steps. The encoder is trainable only inside this function.
+  of steps. The encoder trains here whatever its `trainable` flag, which is
+  restored afterwards: two_stage's stays frozen, a warm-started e2e one trains on.
   """
   if model.encoder is None:
-    raise ValueError("pretraining needs a model with a GNN encoder (mode two_stage)")
+    raise ValueError("pretraining needs a model with a GNN encoder (mode two_stage or e2e)")
   layers = [model.encoder] + ([model.gfae] if model.gfae is not None else [])
+  trainable = [layer.trainable for layer in layers]
   for layer in layers:
     layer.trainable = True
   optimizer = tf.keras.optimizers.Adam(learning_rate)
@@ -83,8 +85,8 @@ def pretrain(model: E2EGRec, batches: Callable[[int], tf.data.Dataset], epochs: 
       steps += 1
       if log is not None:
         log(steps, logs)
-  for layer in layers:
-    layer.trainable = False
+  for layer, flag in zip(layers, trainable):
+    layer.trainable = flag
   return steps
 
 

@@ -4,7 +4,8 @@
 
 The mode (`models.modes`) decides the phases: two_stage first pretrains the
 encoder and precomputes its embeddings (each phase done once, remembered
-across resumes), then every mode trains the ranker with `loop.Trainer`.
+across resumes), e2e with `train.warm_start` pretrains it the same way, then
+every mode trains the ranker with `loop.Trainer`.
 `model_exporters` (TF-GNN's `ModelExporter` role) then save the model.
 
 Output in `out_dir`:
@@ -14,7 +15,7 @@ Output in `out_dir`:
                        `train.profile_steps`)
   train_log.jsonl      the logged scalars, one JSON object per log step
   eval_history.jsonl   every epoch's eval metrics, across resumes
-  timing.json          two_stage: seconds of pretraining and precomputing
+  timing.json          two_stage (warm-started e2e): seconds of pretraining (and precomputing)
   gradnorm_weights.png the loss weights over training
   task_selection/      weights of the evals a task selection policy may serve
   metrics.json, metrics.md   eval metrics of the selected model (each task's
@@ -90,20 +91,25 @@ class _Timing:
       json.dump(self.values, f)
 
 
-def _two_stage_phases(config: Config, model: E2EGRec, inputs: Inputs, trainer: Trainer,
-                      pretrained: tf.Variable, resumed: bool, out_dir: str,
-                      timing: _Timing) -> None:
-  """Pretrains the encoder and switches the inputs to its precomputed embeddings."""
-  if not bool(pretrained.numpy()):
-    t0 = time.time()
-    steps = two_stage.pretrain(
-        model, lambda e: inputs.train(e, use_cache=False), config.train.pretrain_epochs,
-        config.train.learning_rate,
-        log=lambda s, logs: (s % config.train.log_every_steps == 0 and
-                             trainer.log.write(s, logs)))
-    pretrained.assign(True)
-    trainer.save()
-    timing.record(pretrain_steps=steps, pretrain_s=time.time() - t0)
+def _pretrain_phase(config: Config, model: E2EGRec, inputs: Inputs, trainer: Trainer,
+                    pretrained: tf.Variable, timing: _Timing) -> None:
+  """Pretrains the encoder on GFAE + link prediction, once per run (checkpointed)."""
+  if bool(pretrained.numpy()):
+    return
+  t0 = time.time()
+  steps = two_stage.pretrain(
+      model, lambda e: inputs.train(e, use_cache=False), config.train.pretrain_epochs,
+      config.train.learning_rate,
+      log=lambda s, logs: (s % config.train.log_every_steps == 0 and
+                           trainer.log.write(s, logs)))
+  pretrained.assign(True)
+  trainer.save()
+  timing.record(pretrain_steps=steps, pretrain_s=time.time() - t0)
+
+
+def _precompute_phase(config: Config, model: E2EGRec, inputs: Inputs, trainer: Trainer,
+                      resumed: bool, out_dir: str, timing: _Timing) -> None:
+  """Switches the inputs to the frozen encoder's precomputed embeddings (two_stage)."""
   if os.path.exists(os.path.join(out_dir, two_stage.CACHE_FILE)) and resumed:
     cache = two_stage.EmbeddingCache.load(out_dir)
   else:
@@ -162,8 +168,10 @@ def run(config: Config, examples_dir: str, graph_dir: str | None, out_dir: str, 
                     extra_state={"pretrained": pretrained}, on_step=on_step)
   resumed = trainer.restore()
   timing = _Timing(out_dir)
-  if mode.pretrains_encoder:
-    _two_stage_phases(config, model, inputs, trainer, pretrained, resumed, out_dir, timing)
+  if mode.pretrains_encoder or (config.train.warm_start and mode.encoder_trains_with_ranker):
+    _pretrain_phase(config, model, inputs, trainer, pretrained, timing)
+  if mode.reads_precomputed:
+    _precompute_phase(config, model, inputs, trainer, resumed, out_dir, timing)
   t0 = time.time()
   trainer.fit()
 
