@@ -65,7 +65,8 @@ def test_saved_model_serves_each_task_from_its_best_epoch(toy_inputs, tmp_path, 
   examples, graph = toy_inputs
   config = config_lib.Config().replace(**{
       "train.batch_size": 32, "train.epochs": 2, "train.checkpoint_every_steps": 100,
-      "sampling.fanouts": [3], "model.gnn_layers": 1, "train.learning_rate": 0.05})
+      "sampling.fanouts": [3], "model.gnn_layers": 1, "train.learning_rate": 0.05,
+      "export.task_selection": "per_task"})
   evaluate, outputs, requests_ = loop.evaluate, [], []
 
   def scripted_evaluate(model, inputs):
