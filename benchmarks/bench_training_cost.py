@@ -8,15 +8,22 @@ The config is the DEFAULT one (plus `--set` overrides, recorded in the JSON).
 1. Throughput, measured in this process one mode after the other on the same
    data: after warm-up (tracing), `--steps` training steps with the input
    pipeline (sampler or embedding cache) running as in training. Reported as
-   examples/s and as cost per example relative to no_graph (target: e2e <= 2.5x).
-2. Profile: the seconds per batch of each part of a step, measured apart on
-   the same batches held in memory: input (sampling or cache lookup, the
-   tf.data pipeline alone), forward (losses without GFAE), backward (gradients
-   and the optimizer update), GFAE (its masks, decoder and their gradients)
-   and GradNorm's extra per-loss backward passes (amortised over
+   examples/s of wall time and of process CPU time (all threads, tf.data's
+   included), each also as cost per example relative to no_graph (target:
+   e2e <= 2.5x). On a shared machine the CPU-time figure is the stable one:
+   wall time also counts other processes' turns on the cores.
+2. Profile: the CPU seconds per batch of each part of a step, on the same
+   batches held in memory: input (sampling or cache lookup, the tf.data
+   pipeline alone), forward (losses without GFAE), backward (gradients and
+   the optimizer update), GFAE (its masks, decoder and their gradients) and
+   GradNorm's extra per-loss backward passes (amortised over
    `train.gradnorm_every_steps`). Each is the difference between two step
    variants (GradNorm vs fixed weights, with vs without GFAE, step vs forward
-   only), so shares are of their sum; input overlaps compute in training.
+   only), as means, since GradNorm's passes come every few steps. The
+   variants take turns batch by batch, so a burst of load hits them all
+   alike (timed one variant after the other under load, GradNorm once came
+   out at 30% and GFAE at 0%; interleaved, about 6% and a third). Shares are
+   of the parts' sum; input overlaps compute in training.
 3. Wall time to the best eval mean GAUC, from finished runs' metrics.json
    (`--runs`, e.g. the experiments' runs/): e2e's whole run against
    two_stage's pretrain + full-graph embedding inference + ranker training.
@@ -51,14 +58,18 @@ MODES = ("no_graph", "two_stage", "e2e")
 PARTS = ("input", "forward", "backward", "gfae", "gradnorm")
 
 
-def _seconds_per_call(fn, batches: list, warmup: int) -> float:
-  for b in batches[:warmup]:
-    fn(b)
-  start = time.perf_counter()
+def _interleaved_cpu_seconds(fns: dict, batches: list, warmup: int) -> dict[str, float]:
+  """Mean process CPU seconds per call of each fn, the fns taking turns on every batch."""
+  for fn in fns.values():
+    for b in batches[:warmup]:
+      tf.nest.map_structure(lambda t: t.numpy(), fn(b))
+  seconds = {name: [] for name in fns}
   for b in batches[warmup:]:
-    result = fn(b)
-  tf.nest.map_structure(lambda t: t.numpy(), result)
-  return (time.perf_counter() - start) / (len(batches) - warmup)
+    for name, fn in fns.items():
+      start = time.process_time()
+      tf.nest.map_structure(lambda t: t.numpy(), fn(b))
+      seconds[name].append(time.process_time() - start)
+  return {name: float(np.mean(s)) for name, s in seconds.items()}
 
 
 def _session(config: config_lib.Config, examples: str, graph: str):
@@ -84,14 +95,16 @@ def throughput(config: config_lib.Config, examples: str, graph: str, steps: int,
   it = iter(ds.repeat())
   for _ in range(warmup):
     step(next(it))
-  start, n = time.perf_counter(), 0
+  start, cpu_start, n = time.perf_counter(), time.process_time(), 0
   for _ in range(steps):
     batch = next(it)
-    step(batch)
+    step(batch)["loss"].numpy()
     n += int(tf.shape(batch["user_id"])[0])
-  rate = n / (time.perf_counter() - start)
-  logging.info("%s: %.0f examples/s", config.model.mode, rate)
-  return {"examples_per_s": rate, "steps": steps, "batch_size": config.train.batch_size}
+  rate, cpu_rate = n / (time.perf_counter() - start), n / (time.process_time() - cpu_start)
+  logging.info("%s: %.0f examples/s, %.0f examples per CPU second", config.model.mode, rate,
+               cpu_rate)
+  return {"examples_per_s": rate, "examples_per_cpu_s": cpu_rate, "steps": steps,
+          "batch_size": config.train.batch_size}
 
 
 def profile(config: config_lib.Config, examples: str, graph: str, steps: int,
@@ -105,34 +118,32 @@ def profile(config: config_lib.Config, examples: str, graph: str, steps: int,
   it = iter(ds)
   for _ in range(warmup):
     next(it)
-  start = time.perf_counter()
+  start = time.process_time()
   batches = [next(it) for _ in range(steps)]
-  input_s = (time.perf_counter() - start) / steps
+  input_s = (time.process_time() - start) / steps
   batches = [next(it) for _ in range(warmup)] + batches
   spec = ds.element_spec
-
-  def train_step_s(m) -> float:
-    return _seconds_per_call(tf.function(m.train_step, input_signature=[spec]), batches,
-                             warmup)
+  train_step = lambda m: tf.function(m.train_step, input_signature=[spec])
 
   balanced = config.train.loss_balancer == "gradnorm"
   with_gfae = modes.of(config).trains_gfae(config.model)
-  full = train_step_s(model)
-  fixed, _ = variant(**{"train.loss_balancer": "fixed"}) if balanced else (model, None)
-  no_gradnorm = train_step_s(fixed) if balanced else full
-  plain, _ = (variant(**{"train.loss_balancer": "fixed", "model.gfae": False})
-              if with_gfae else (fixed, None))
-  no_gfae = train_step_s(plain) if with_gfae else no_gradnorm
-  forward = _seconds_per_call(
-      tf.function(lambda b: plain.compute_losses(b, training=True), input_signature=[spec]),
-      batches, warmup)
-  seconds = {"input": input_s, "forward": forward, "backward": no_gfae - forward,
-             "gfae": no_gradnorm - no_gfae, "gradnorm": full - no_gradnorm}
+  plain = (variant(**{"train.loss_balancer": "fixed", "model.gfae": False})[0]
+           if balanced or with_gfae else model)
+  fns = {"full": train_step(model), "no_gfae": train_step(plain),
+         "forward": tf.function(lambda b: plain.compute_losses(b, training=True),
+                                input_signature=[spec])}
+  if balanced:
+    fns["no_gradnorm"] = train_step(variant(**{"train.loss_balancer": "fixed"})[0])
+  cpu = _interleaved_cpu_seconds(fns, batches, warmup)
+  no_gradnorm = cpu.get("no_gradnorm", cpu["full"])
+  seconds = {"input": input_s, "forward": cpu["forward"],
+             "backward": cpu["no_gfae"] - cpu["forward"],
+             "gfae": no_gradnorm - cpu["no_gfae"], "gradnorm": cpu["full"] - no_gradnorm}
   total = sum(seconds.values())
-  logging.info("%s profile (s/batch): %s", config.model.mode,
+  logging.info("%s profile (CPU s/batch): %s", config.model.mode,
                {k: round(v, 4) for k, v in seconds.items()})
-  return {"seconds_per_batch": seconds, "share": {k: v / total for k, v in seconds.items()},
-          "train_step_s": full}
+  return {"clock": "process CPU time", "seconds_per_batch": seconds,
+          "share": {k: v / total for k, v in seconds.items()}, "train_step_s": cpu["full"]}
 
 
 def wall_times(runs_dir: str) -> dict:
@@ -182,8 +193,11 @@ def main(argv=None) -> int:
     if args.profile:
       result["profile"][mode] = profile(config, examples, graph, args.steps, args.warmup)
   reference = result["throughput"].get("no_graph", {}).get("examples_per_s")
+  reference_cpu = result["throughput"].get("no_graph", {}).get("examples_per_cpu_s")
   for t in result["throughput"].values():
     t["cost_per_example_vs_no_graph"] = reference / t["examples_per_s"] if reference else None
+    t["cpu_cost_per_example_vs_no_graph"] = (reference_cpu / t["examples_per_cpu_s"]
+                                             if reference_cpu else None)
   if args.train_runs:
     train_runs(base, examples, graph, args.train_runs)
   runs_dir = args.train_runs or args.runs
@@ -191,14 +205,14 @@ def main(argv=None) -> int:
   os.makedirs(RESULTS_DIR, exist_ok=True)
   with open(os.path.join(RESULTS_DIR, "bench_training_cost.json"), "w") as f:
     json.dump(result, f, indent=2)
-  print("| mode | examples/s | cost per example vs no_graph | "
+  print("| mode | examples/s | cost per example vs no_graph | CPU cost vs no_graph | "
         + " | ".join(f"{p} share" for p in PARTS) + " |")
-  print("|---|---|---|" + "---|" * len(PARTS))
+  print("|---|---|---|---|" + "---|" * len(PARTS))
+  ratio = lambda r: f"{r:.2f}x" if r else "-"
   for mode, t in result["throughput"].items():
     shares = result["profile"].get(mode, {}).get("share", {})
-    cost = t["cost_per_example_vs_no_graph"]
-    print(f"| {mode} | {t['examples_per_s']:.0f} | "
-          + (f"{cost:.2f}x" if cost else "-") + " | "
+    print(f"| {mode} | {t['examples_per_s']:.0f} | {ratio(t['cost_per_example_vs_no_graph'])} | "
+          f"{ratio(t['cpu_cost_per_example_vs_no_graph'])} | "
           + " | ".join(f"{shares[p]:.0%}" if p in shares else "-" for p in PARTS) + " |")
   for mode, w in result.get("wall_time_to_best", {}).items():
     print(f"{mode}: median wall time to best eval mean GAUC {w['median_time_to_best_s']:.0f}s")
