@@ -9,13 +9,13 @@ processed, and the model is scored on day D + 1:
   graph update      the graph is rebuilt through D (`graph.builder`, Beam; there
                     is no incremental builder, so this grows with the history).
                     Both graph modes need it; no_graph does not.
-  two_stage         fine-tunes its GNN on D's examples (`two_stage.pretrain`;
-                    their subgraphs only see edges before D), recomputes the
-                    embedding of every user and video known through D with the
-                    new graph (cutoff D + 1: tomorrow's serving table,
-                    `two_stage.precompute`), and updates its ranker on D's
-                    examples with the embeddings that were served on D (the
-                    previous refresh: no example sees its own day).
+  two_stage         updates its ranker on D's examples with the embeddings that
+                    were served on D (the previous refresh: no example sees its
+                    own day), fine-tunes its GNN on D's examples
+                    (`two_stage.pretrain`; their subgraphs only see edges
+                    before D), then recomputes the embedding of every user and
+                    video known through D on the new graph (cutoff D + 1:
+                    tomorrow's serving table, `two_stage.precompute`).
   e2e               continues training GNN + ranker on D's examples over the
                     updated graph (one pass; day-D examples see edges < D).
   no_graph          continues training on D's examples (the reference).
@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fcntl
 import glob
 import json
 import logging
@@ -140,8 +141,16 @@ def graph_through(stream: Stream, data: Prepared, last: int, work: str) -> tuple
   """
   root = os.path.join(work, stream.name)
   graph_dir = os.path.join(root, "graphs", str(date_of(last)))
-  if os.path.exists(os.path.join(graph_dir, contracts.MANIFEST_FILE)):
-    return graph_dir, GraphManifest.load(graph_dir).build_seconds
+  os.makedirs(os.path.dirname(graph_dir), exist_ok=True)
+  with open(graph_dir + ".lock", "w") as lock:  # Runs of other modes may share the stream.
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not os.path.exists(os.path.join(graph_dir, contracts.MANIFEST_FILE)):
+      _build_graph_through(stream, data, last, root, graph_dir)
+  return graph_dir, GraphManifest.load(graph_dir).build_seconds
+
+
+def _build_graph_through(stream: Stream, data: Prepared, last: int, root: str,
+                         graph_dir: str) -> None:
   day_dir = os.path.join(root, "day_examples")
   examples = os.path.join(root, "graph_inputs", str(date_of(last)))
   split = contracts.split_dir(examples, contracts.TRAIN_SPLIT)
@@ -157,8 +166,7 @@ def graph_through(stream: Stream, data: Prepared, last: int, work: str) -> tuple
   for name in (contracts.NODE_TABLES_FILE, contracts.HISTORY_FILE):
     if not os.path.lexists(os.path.join(examples, name)):
       os.symlink(os.path.join(data.examples_dir, name), os.path.join(examples, name))
-  manifest = builder.build_graph(stream.config, examples, graph_dir)
-  return graph_dir, manifest.build_seconds
+  builder.build_graph(stream.config, examples, graph_dir)
 
 
 def train_pass(model: E2EGRec, inputs: inputs_lib.Inputs, epochs: int) -> int:
