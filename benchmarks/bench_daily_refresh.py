@@ -329,12 +329,19 @@ class ModeRun:
 
 # -- summary -----------------------------------------------------------------
 
-def _fit(x: list[float], y: list[float]) -> tuple[float, float]:
-  """(fixed s, s per unit): least squares, or through the origin with one x value."""
-  x_arr, y_arr = np.asarray(x, float), np.asarray(y, float)
-  if len(set(x)) < 2:
-    return 0.0, float(y_arr.sum() / max(x_arr.sum(), 1e-9))
-  slope, intercept = np.polyfit(x_arr, y_arr, 1)
+def _fit(days: list[dict], size, seconds) -> tuple[float, float]:
+  """(fixed s, s per unit) of `seconds(day)` against `size(day)`.
+
+  One point per stream (its mean day): the days of one stream differ too
+  little in size to separate a fixed cost from a rate. Least squares over the
+  streams, or through the origin with a single stream.
+  """
+  streams = sorted({d["stream"] for d in days})
+  x = np.array([np.mean([size(d) for d in days if d["stream"] == s]) for s in streams])
+  y = np.array([np.mean([seconds(d) for d in days if d["stream"] == s]) for s in streams])
+  if len(streams) < 2:
+    return 0.0, float(y.sum() / max(x.sum(), 1e-9))
+  slope, intercept = np.polyfit(x, y, 1)
   return float(intercept), float(slope)
 
 
@@ -349,13 +356,12 @@ def crossover(days: list[dict]) -> dict:
   by_mode = {m: [d for d in days if d["mode"] == m] for m in ("e2e", "two_stage")}
   if not all(by_mode.values()):
     return {}
-  n = lambda mode: [d["examples"] for d in by_mode[mode]]
-  phase = lambda mode, p: [d["phase_s"][p] for d in by_mode[mode]]
-  e2e = _fit(n("e2e"), phase("e2e", "ranker_update"))
-  ranker = _fit(n("two_stage"), phase("two_stage", "ranker_update"))
-  refresh = _fit(n("two_stage"), phase("two_stage", "gnn_refresh"))
-  precompute = _fit([d["known_nodes"] for d in by_mode["two_stage"]],
-                    phase("two_stage", "embedding_precompute"))
+  examples, nodes = (lambda d: d["examples"]), (lambda d: d["known_nodes"])
+  phase = lambda p: lambda d: d["phase_s"][p]
+  e2e = _fit(by_mode["e2e"], examples, phase("ranker_update"))
+  ranker = _fit(by_mode["two_stage"], examples, phase("ranker_update"))
+  refresh = _fit(by_mode["two_stage"], examples, phase("gnn_refresh"))
+  precompute = _fit(by_mode["two_stage"], nodes, phase("embedding_precompute"))
   per_example = refresh[1] + ranker[1] - e2e[1]
   fixed = refresh[0] + ranker[0] + precompute[0] - e2e[0]
   cheaper = {}
@@ -401,17 +407,15 @@ def summarize(work: str) -> dict:
       modes[mode] = {
           "days": [{k: r[k] for k in ("step", "examples", "known_nodes", "history_examples",
                                       "phase_s", "total_s", "next_day")} for r in mine],
+          "mean_day_examples": float(np.mean([r["examples"] for r in mine])),
           "mean_phase_s": {p: float(np.mean([r["phase_s"][p] for r in mine])) for p in PHASES},
           "mean_total_s": float(np.mean([r["total_s"] for r in mine])),
           "mean_next_day_gauc": float(np.mean([r["next_day"]["mean_gauc"] for r in mine])),
           "mean_next_day_auc": float(np.mean([r["next_day"]["mean_auc"] for r in mine])),
           "warm_start_s": warm.get(mode, {}).get("seconds")}
     if modes:
-      any_mode = next(iter(modes.values()))["days"]
       refreshed = modes.get("two_stage", {}).get("days", [])
       out["streams"][name] = {
-          "stream_days": [d["step"] for d in any_mode],
-          "mean_day_examples": float(np.mean([d["examples"] for d in any_mode])),
           "known_nodes_per_day_example": (float(np.mean(
               [d["known_nodes"] / d["examples"] for d in refreshed])) if refreshed else None),
           "modes": modes}

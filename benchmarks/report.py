@@ -159,23 +159,23 @@ def _daily_refresh(result: dict[str, Any]) -> str:
            f"{config['sampling.fanouts']}, batch {config['batch_size']}), "
            f"{config['cpu_count']} shared cores; seconds include each day's tf.function "
            "tracing, as a fresh daily job pays it.", "",
-           "| stream | day examples | mode | graph update s | GNN refresh s | embedding "
+           "| stream | mode | days | day examples | graph update s | GNN refresh s | embedding "
            "precompute s | ranker update s | total s/day | next-day mean GAUC | next-day "
-           "mean AUC |", "|---|---|---|---|---|---|---|---|---|---|"]
+           "mean AUC |", "|---|---|---|---|---|---|---|---|---|---|---|"]
   for name, stream in result["streams"].items():
     for mode, m in stream["modes"].items():
       phases = " | ".join(f"{m['mean_phase_s'][p]:.1f}" for p in
                           ("graph_update", "gnn_refresh", "embedding_precompute",
                            "ranker_update"))
-      lines.append(f"| {name} ({', '.join(d[5:] for d in stream['stream_days'])}) | "
-                   f"{stream['mean_day_examples']:,.0f} | {mode} | {phases} | "
+      lines.append(f"| {name} | {mode} | {', '.join(d['step'][5:] for d in m['days'])} | "
+                   f"{m['mean_day_examples']:,.0f} | {phases} | "
                    f"{m['mean_total_s']:.1f} | {m['mean_next_day_gauc']:.4f} | "
                    f"{m['mean_next_day_auc']:.4f} |")
   c = result.get("crossover") or {}
   if not c:
     return "\n".join(lines + ["", "Crossover: not measured yet (needs e2e and two_stage days)."])
   ms = lambda key: f"{c[key] * 1e3:.2f} ms"
-  lines += ["", f"**Crossover.** Fitted over every measured day (fixed + rate x size): "
+  lines += ["", f"**Crossover.** Fitted over the streams' mean days (fixed + rate x size): "
             f"e2e's update costs {ms('e2e_update_s_per_example')} per day example; two_stage "
             f"pays {ms('two_stage_gnn_refresh_s_per_example')} (GNN fine-tune) + "
             f"{ms('two_stage_ranker_s_per_example')} (ranker) per day example and "
@@ -187,8 +187,8 @@ def _daily_refresh(result: dict[str, Any]) -> str:
   if ratio is not None and ratio <= 0:
     verdict = ("two_stage's fine-tune and ranker update alone cost more per day example than "
                "e2e's update: e2e's day is cheaper at any graph size"
-               + (f" of more than {c['break_even_day_examples']:,.0f} examples a day (below "
-                  "that, e2e's larger fixed cost per day, mostly tracing, is not repaid)"
+               + (f" once a day brings more than {c['break_even_day_examples']:,.0f} examples "
+                  "(below that, e2e's larger fixed cost per day, mostly tracing, is not repaid)"
                   if c.get("break_even_day_examples") else "")
                + ", and two_stage's re-embedding of every node widens the gap as the graph grows")
   elif ratio is not None:

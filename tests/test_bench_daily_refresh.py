@@ -41,9 +41,7 @@ def test_report_renders_the_crossover_sentence_from_the_json():
   days = _days(e2e_rate=3e-3, fine_tune_rate=1e-3)
   summary = {"config": {"warm_start_epochs": 2, "daily_update_epochs": 1,
                         "sampling.fanouts": [5], "batch_size": 1024, "cpu_count": 2},
-             "streams": {"large": {"stream_days": ["2022-05-01"], "mean_day_examples": 1e5,
-                                   "known_nodes_per_day_example": 2.0,
-                                   "modes": {}}},
+             "streams": {"large": {"known_nodes_per_day_example": 2.0, "modes": {}}},
              "crossover": bench.crossover(days)}
   text = report._daily_refresh(summary)
   assert "more than 1.90 known users + videos per day example" in text
