@@ -345,7 +345,7 @@ def _fit(days: list[dict], size, seconds) -> tuple[float, float]:
   return float(intercept), float(slope)
 
 
-def crossover(days: list[dict]) -> dict:
+def crossover(days: list[dict], nodes_per_example: dict[str, float] | None = None) -> dict:
   """Where e2e's day becomes cheaper than two_stage's, from how each phase grows.
 
   Both graph modes pay the same graph update, so it cancels. Per day,
@@ -382,6 +382,11 @@ def crossover(days: list[dict]) -> dict:
       # With e2e's larger fixed cost (mostly tracing), the day size from which the
       # per-example saving alone repays it.
       "break_even_day_examples": (-fixed / per_example if fixed < 0 < per_example else None),
+      # The same with the re-embedding counted, at each stream's known nodes per day example.
+      "break_even_day_examples_at_stream_ratio": {
+          s: -fixed / (per_example + precompute[1] * r)
+          for s, r in (nodes_per_example or {}).items()
+          if fixed < 0 < per_example + precompute[1] * r},
       "e2e_cheaper_days": {s: f"{sum(v)}/{len(v)}" for s, v in cheaper.items()},
   }
 
@@ -419,7 +424,9 @@ def summarize(work: str) -> dict:
           "known_nodes_per_day_example": (float(np.mean(
               [d["known_nodes"] / d["examples"] for d in refreshed])) if refreshed else None),
           "modes": modes}
-  out["crossover"] = crossover(days)
+  out["crossover"] = crossover(days, {s: v["known_nodes_per_day_example"]
+                                     for s, v in out["streams"].items()
+                                     if v["known_nodes_per_day_example"] is not None})
   config = config_lib.Config()
   out["config"] = {"daily_update_epochs": 1, "gnn_refresh_epochs": 1,
                    "warm_start_epochs": config.train.epochs,

@@ -175,7 +175,8 @@ def _daily_refresh(result: dict[str, Any]) -> str:
   if not c:
     return "\n".join(lines + ["", "Crossover: not measured yet (needs e2e and two_stage days)."])
   ms = lambda key: f"{c[key] * 1e3:.2f} ms"
-  lines += ["", f"**Crossover.** Fitted over the streams' mean days (fixed + rate x size): "
+  lines += ["", f"**Crossover.** Fitted over the streams' mean days (fixed + rate x size; "
+            f"{len(result['streams'])} stream(s), so indicative): "
             f"e2e's update costs {ms('e2e_update_s_per_example')} per day example; two_stage "
             f"pays {ms('two_stage_gnn_refresh_s_per_example')} (GNN fine-tune) + "
             f"{ms('two_stage_ranker_s_per_example')} (ranker) per day example and "
@@ -197,6 +198,11 @@ def _daily_refresh(result: dict[str, Any]) -> str:
                "below that two_stage is cheaper")
   else:
     verdict = "the precompute cost did not grow with the node count, so no crossover follows"
+  at_ratio = c.get("break_even_day_examples_at_stream_ratio") or {}
+  if at_ratio:
+    verdict += ("; counting the re-embedding at each stream's own known nodes per day "
+                "example, e2e's day is cheaper from " + ", ".join(
+                    f"{n:,.0f} examples a day ({s})" for s, n in at_ratio.items()))
   days = ", ".join(f"{s} {v}" for s, v in c["e2e_cheaper_days"].items())
   lines[-1] += (f"Hence {verdict}. Measured known nodes per day example: {measured}. Days on "
                 f"which e2e's total was below two_stage's: {days}.")
