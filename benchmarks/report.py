@@ -181,6 +181,12 @@ def _daily_refresh(result: dict[str, Any]) -> str:
             f"pays {ms('two_stage_gnn_refresh_s_per_example')} (GNN fine-tune) + "
             f"{ms('two_stage_ranker_s_per_example')} (ranker) per day example and "
             f"{ms('two_stage_precompute_s_per_node')} per known node re-embedded. "]
+  rates = ("e2e_update_s_per_example", "two_stage_ranker_s_per_example",
+           "two_stage_gnn_refresh_s_per_example", "two_stage_precompute_s_per_node")
+  if any(c[k] < 0 for k in rates):
+    lines[-1] += ("A negative rate means the fit cannot tell fixed from per-example cost "
+                  "here: on this loaded machine each day's seconds are mostly fixed "
+                  "(tracing) and load, so read the verdict below with that caveat. ")
   ratio = c["nodes_per_day_example"]
   measured = ", ".join(f"{name} {stream['known_nodes_per_day_example']:.2f}"
                        for name, stream in result["streams"].items()
