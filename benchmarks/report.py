@@ -149,7 +149,74 @@ def _tuning(result: dict[str, Any]) -> str:
   return "\n".join(lines)
 
 
+def _daily_refresh(result: dict[str, Any]) -> str:
+  config = result["config"]
+  lines = [f"Each stream warm-starts ({config['warm_start_epochs']} epochs), then takes one "
+           f"day at a time: {config['daily_update_epochs']} pass over the day's examples, "
+           "the graph rebuilt through the day (both graph modes pay it), two_stage's GNN "
+           "fine-tuned on the day and every known user and video re-embedded; each day is "
+           f"scored on the next one. Shipped model config (fan-outs "
+           f"{config['sampling.fanouts']}, batch {config['batch_size']}), "
+           f"{config['cpu_count']} shared cores; seconds include each day's tf.function "
+           "tracing, as a fresh daily job pays it.", "",
+           "| stream | mode | days | day examples | graph update s | GNN refresh s | embedding "
+           "precompute s | ranker update s | total s/day | next-day mean GAUC | next-day "
+           "mean AUC |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+  for name, stream in result["streams"].items():
+    for mode, m in stream["modes"].items():
+      phases = " | ".join(f"{m['mean_phase_s'][p]:.1f}" for p in
+                          ("graph_update", "gnn_refresh", "embedding_precompute",
+                           "ranker_update"))
+      lines.append(f"| {name} | {mode} | {', '.join(d['step'][5:] for d in m['days'])} | "
+                   f"{m['mean_day_examples']:,.0f} | {phases} | "
+                   f"{m['mean_total_s']:.1f} | {m['mean_next_day_gauc']:.4f} | "
+                   f"{m['mean_next_day_auc']:.4f} |")
+  c = result.get("crossover") or {}
+  if not c:
+    return "\n".join(lines + ["", "Crossover: not measured yet (needs e2e and two_stage days)."])
+  ms = lambda key: f"{c[key] * 1e3:.2f} ms"
+  lines += ["", f"**Crossover.** Fitted over the streams' mean days (fixed + rate x size; "
+            f"{len(result['streams'])} stream(s), so indicative): "
+            f"e2e's update costs {ms('e2e_update_s_per_example')} per day example; two_stage "
+            f"pays {ms('two_stage_gnn_refresh_s_per_example')} (GNN fine-tune) + "
+            f"{ms('two_stage_ranker_s_per_example')} (ranker) per day example and "
+            f"{ms('two_stage_precompute_s_per_node')} per known node re-embedded. "]
+  rates = ("e2e_update_s_per_example", "two_stage_ranker_s_per_example",
+           "two_stage_gnn_refresh_s_per_example", "two_stage_precompute_s_per_node")
+  if any(c[k] < 0 for k in rates):
+    lines[-1] += ("A negative rate means the fit cannot tell fixed from per-example cost "
+                  "here: on this loaded machine each day's seconds are mostly fixed "
+                  "(tracing) and load, so read the verdict below with that caveat. ")
+  ratio = c["nodes_per_day_example"]
+  measured = ", ".join(f"{name} {stream['known_nodes_per_day_example']:.2f}"
+                       for name, stream in result["streams"].items()
+                       if stream.get("known_nodes_per_day_example") is not None)
+  if ratio is not None and ratio <= 0:
+    verdict = ("two_stage's fine-tune and ranker update alone cost more per day example than "
+               "e2e's update: e2e's day is cheaper at any graph size"
+               + (f" once a day brings more than {c['break_even_day_examples']:,.0f} examples "
+                  "(below that, e2e's larger fixed cost per day, mostly tracing, is not repaid)"
+                  if c.get("break_even_day_examples") else "")
+               + ", and two_stage's re-embedding of every node widens the gap as the graph grows")
+  elif ratio is not None:
+    verdict = (f"e2e's day becomes cheaper than two_stage's once the graph holds more than "
+               f"{ratio:.2f} known users + videos per day example (fixed costs aside); "
+               "below that two_stage is cheaper")
+  else:
+    verdict = "the precompute cost did not grow with the node count, so no crossover follows"
+  at_ratio = c.get("break_even_day_examples_at_stream_ratio") or {}
+  if at_ratio:
+    verdict += ("; counting the re-embedding at each stream's own known nodes per day "
+                "example, e2e's day is cheaper from " + ", ".join(
+                    f"{n:,.0f} examples a day ({s})" for s, n in at_ratio.items()))
+  days = ", ".join(f"{s} {v}" for s, v in c["e2e_cheaper_days"].items())
+  lines[-1] += (f"Hence {verdict}. Measured known nodes per day example: {measured}. Days on "
+                f"which e2e's total was below two_stage's: {days}.")
+  return "\n".join(lines)
+
+
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "bench_daily_refresh": _daily_refresh,
     "tuning": _tuning,
     "bench_generator": _generator,
     "bench_sampler": _sampler,
@@ -170,6 +237,10 @@ SECTIONS = {
         ("bench_graph_build", "Graph build time", "python -m benchmarks.bench_graph_build"),
         ("bench_serving", "Serving latency over gRPC and REST", "python -m benchmarks.bench_serving"),
         ("bench_generator", "Synthetic generator throughput", "python -m benchmarks.bench_generator"),
+    ],
+    "daily_refresh": [
+        ("bench_daily_refresh", "Cost per day and next-day quality per mode",
+         "python -m benchmarks.bench_daily_refresh"),
     ],
 }
 
