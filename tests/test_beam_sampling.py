@@ -61,7 +61,7 @@ def toy(tmp_path_factory):
 
 
 def _per_example_edges(graph):
-  """[(edge set, source id, target id), sorted] per component of a merged GraphTensor."""
+  """[(edge set, source id, target id, tab), sorted] per component of a merged GraphTensor."""
   ids = {name: node_set[contracts.NODE_ID_FEATURE].numpy()
          for name, node_set in graph.node_sets.items() if name != contracts.READOUT}
   edges = [[] for _ in range(int(graph.num_components))]
@@ -74,8 +74,10 @@ def _per_example_edges(graph):
       target = ids[adjacency.target_name][target]
     else:  # the example's own readout node
       target = target - np.cumsum(graph.node_sets[contracts.READOUT].sizes.numpy())[component] + 1
-    for c, s, t in zip(component, source, target):
-      edges[c].append((name, int(s), int(t)))
+    tab = (edge_set[contracts.EDGE_TAB_FEATURE].numpy()
+           if contracts.EDGE_TAB_FEATURE in edge_set.features else np.full(len(source), -1))
+    for c, s, t, tab_of in zip(component, source, target, tab):
+      edges[c].append((name, int(s), int(t), int(tab_of)))
   return [sorted(e) for e in edges]
 
 
@@ -137,7 +139,7 @@ def test_no_edge_of_the_example_day_or_later_nor_its_own_interaction(toy, sample
     features, beam, _ = sampled[split]
     for i, edges in enumerate(beam):
       day = int(features["day"][i])
-      for name, source, target in edges:
+      for name, source, target, _ in edges:
         if not name.startswith("_"):
           # Some edge (source, target) of the graph is older than the example; the
           # example's own interaction (its day) is only there through an older one.
