@@ -147,20 +147,25 @@ def test_no_edge_of_the_example_day_or_later_nor_its_own_interaction(toy, sample
           assert earliest is not None and earliest < day, (split, i, name, source, target)
 
 
-def test_training_on_beam_subgraphs_matches_the_in_trainer_path(toy, tmp_path):
-  from e2e_grec.training import run
-  examples_dir, graph_dir, subgraphs_dir, _ = toy
-  one_hop = {"sampling.fanouts": [3], "model.gnn_layers": 1}
-  config = _config(**one_hop)
-  beam_dir = str(tmp_path / "subgraphs_one_hop")
-  beam_sampling.sample_subgraphs(config, examples_dir, graph_dir, beam_dir)
-  trainer_metrics = run.run(config, examples_dir, graph_dir, str(tmp_path / "trainer")).metrics
-  beam_config = config.replace(**{"sampling.where": "beam", "sampling.subgraphs_dir": beam_dir})
-  beam_metrics = run.run(beam_config, examples_dir, graph_dir, str(tmp_path / "beam")).metrics
-  assert beam_metrics["examples"] == trainer_metrics["examples"] == 64
-  for key in ("mean_auc", "mean_gauc"):
-    assert abs(beam_metrics[key] - trainer_metrics[key]) < 0.1, (key, beam_metrics[key],
-                                                                  trainer_metrics[key])
+def test_training_on_beam_subgraphs_and_its_eval_match_the_in_trainer_path(toy, tmp_path):
+  """A model trained with where=beam scores the same on the in-trainer eval path.
+
+  One hop: each seed's state then depends on its sampled neighbours only, which
+  both paths draw alike, so the eval metrics agree up to float rounding.
+  """
+  from e2e_grec.training import loop, run
+  examples_dir, graph_dir, _, _ = toy
+  config = _config(**{"sampling.fanouts": [3], "model.gnn_layers": 1})
+  subgraphs_dir = str(tmp_path / "subgraphs")
+  beam_sampling.sample_subgraphs(config, examples_dir, graph_dir, subgraphs_dir)
+  beam = config.replace(**{"sampling.where": "beam", "sampling.subgraphs_dir": subgraphs_dir})
+  result = run.run(beam, examples_dir, graph_dir, str(tmp_path / "run"))
+  assert result.metrics["examples"] == 64
+  in_trainer = loop.evaluate(result.model, inputs_lib.Inputs.from_dirs(config, examples_dir,
+                                                                        graph_dir))
+  for key in ("mean_auc", "mean_gauc", "click/auc"):
+    assert abs(result.metrics[key] - in_trainer[key]) < 1e-3, (key, result.metrics[key],
+                                                                in_trainer[key])
 
 
 def test_where_is_a_checked_choice_and_beam_needs_the_subgraphs(toy):
