@@ -413,64 +413,75 @@ def sample_subgraphs(config: Config, examples_dir: str, graph_dir: str, out_dir:
                      beam_args: Sequence[str] = ()) -> dict[str, int]:
   """Writes every example's leak-free subgraph of `splits` (see the module docstring).
 
-  Returns the number of examples written per split.
+  One Beam pipeline reads the graph once for all splits. Returns the number of
+  examples written per split.
   """
-  shards = config.graph.shards
-  tables_path = os.path.join(examples_dir, contracts.NODE_TABLES_FILE)
-  counts = {}
+  started = time.time()
+  files, layouts = {}, {}
   for split in splits:
-    started = time.time()
-    files = sorted(tf.io.gfile.glob(contracts.split_glob(examples_dir, split)))
-    if not files:
+    files[split] = sorted(tf.io.gfile.glob(contracts.split_glob(examples_dir, split)))
+    if not files[split]:
       raise FileNotFoundError(f"no {split} examples match "
                               f"{contracts.split_glob(examples_dir, split)}")
-    layout = _layout(config, examples_dir, graph_dir, split_seed(config, split))
-    out_split = contracts.split_dir(out_dir, split)
-    if tf.io.gfile.exists(out_split):
-      tf.io.gfile.rmtree(out_split)
-    _run(layout, files, tables_path, graph_dir, out_split, shards,
-         tuple(config.graph.beam_args) + tuple(beam_args))
-    counts[split] = sum(1 for _ in tf.data.TFRecordDataset(
-        tf.io.gfile.glob(os.path.join(out_split, "*.gz")), compression_type="GZIP"))
-    logging.info("beam sampling: %d %s examples in %.1f s -> %s", counts[split], split,
-                 time.time() - started, out_split)
-  tfgnn.write_schema(subgraph_schema(layout), os.path.join(out_dir, contracts.GRAPH_SCHEMA_FILE))
+    layouts[split] = _layout(config, examples_dir, graph_dir, split_seed(config, split))
+    if tf.io.gfile.exists(contracts.split_dir(out_dir, split)):
+      tf.io.gfile.rmtree(contracts.split_dir(out_dir, split))
+  _run(layouts, files, os.path.join(examples_dir, contracts.NODE_TABLES_FILE), graph_dir,
+       out_dir, config.graph.shards, tuple(config.graph.beam_args) + tuple(beam_args))
+  counts = {split: sum(1 for _ in tf.data.TFRecordDataset(
+      tf.io.gfile.glob(contracts.split_glob(out_dir, split)), compression_type="GZIP"))
+            for split in splits}
+  tfgnn.write_schema(subgraph_schema(next(iter(layouts.values()))),
+                     os.path.join(out_dir, contracts.GRAPH_SCHEMA_FILE))
+  logging.info("beam sampling: %s examples in %.1f s -> %s", counts, time.time() - started,
+               out_dir)
   return counts
 
 
-def _run(layout: _Layout, files: Sequence[str], tables_path: str, graph_dir: str,
-         out_split: str, shards: int, beam_args: Sequence[str]) -> None:
-  """The Beam pipeline of one split."""
+def _run(layouts: dict[str, _Layout], files: dict[str, Sequence[str]], tables_path: str,
+         graph_dir: str, out_dir: str, shards: int, beam_args: Sequence[str]) -> None:
+  """The Beam pipeline: the adjacency once, then each split's hops (its own seed)."""
+  # The adjacency depends on the edge sets only, which every split's layout shares.
+  layout = next(iter(layouts.values()))
   with builder.beam_pipeline(beam_args) as p:
     adjacency = (p
                  | "EdgeSets" >> beam.Create(list(enumerate(layout.edge_set_names)))
                  | "ReadEdges" >> beam.FlatMap(_read_edge_set, graph_dir, layout, shards)
                  | "GroupEdgesByShard" >> beam.GroupByKey()
                  | "Adjacency" >> beam.Map(_adjacency, layout))
-    examples = (p
-                | "ExampleFiles" >> beam.Create(list(enumerate(files)))
-                | "ReadExamples" >> beam.ParDo(_ReadExamples(tables_path, shards))
-                | "GroupExamplesByShard" >> beam.GroupByKey())
-    nodes = examples | "Seeds" >> beam.Map(_seed_nodes, layout)
-    queries = nodes | "SeedQueries" >> beam.FlatMap(
-        lambda element: _queries(element[1], 0, layout, shards))
-    edges = []
-    for hop in range(layout.plan.hops):
-      sampled = ({"adjacency": adjacency, "queries": queries}
-                 | f"JoinAdjacency{hop}" >> beam.CoGroupByKey()
-                 | f"Sample{hop}" >> beam.FlatMap(_sample, layout, shards))
-      edges.append(sampled)
-      extended = ({"nodes": nodes, "edges": sampled}
-                  | f"JoinExamples{hop}" >> beam.CoGroupByKey()
-                  | f"Extend{hop}" >> beam.FlatMap(_extend, hop, layout, shards
-                                                   ).with_outputs("queries", main="nodes"))
-      nodes, queries = extended.nodes, extended.queries
-    all_edges = tuple(edges) | "AllEdges" >> beam.Flatten()
-    _ = ({"examples": examples | "ExampleRows" >> beam.FlatMapTuple(
-              lambda shard, chunks: [(shard, c) for c in chunks]),
-          "nodes": nodes, "edges": all_edges}
-         | "JoinSubgraphs" >> beam.CoGroupByKey()
-         | "Encode" >> beam.FlatMap(_encode, layout)
-         | "Write" >> beam.io.WriteToTFRecord(
-             os.path.join(out_split, "data_tfrecord"), file_name_suffix=".gz",
-             compression_type=beam.io.filesystem.CompressionTypes.GZIP))
+    for split, layout in layouts.items():
+      _sample_split(p, adjacency, layout, files[split], tables_path,
+                    contracts.split_dir(out_dir, split), shards, split)
+
+
+def _sample_split(p: beam.Pipeline, adjacency: beam.PCollection, layout: _Layout,
+                  files: Sequence[str], tables_path: str, out_split: str, shards: int,
+                  split: str) -> None:
+  """One split's examples -> their subgraphs, written under `out_split`."""
+  examples = (p
+              | f"ExampleFiles/{split}" >> beam.Create(list(enumerate(files)))
+              | f"ReadExamples/{split}" >> beam.ParDo(_ReadExamples(tables_path, shards))
+              | f"GroupExamplesByShard/{split}" >> beam.GroupByKey())
+  nodes = examples | f"Seeds/{split}" >> beam.Map(_seed_nodes, layout)
+  queries = nodes | f"SeedQueries/{split}" >> beam.FlatMap(
+      lambda element: _queries(element[1], 0, layout, shards))
+  edges = []
+  for hop in range(layout.plan.hops):
+    sampled = ({"adjacency": adjacency, "queries": queries}
+               | f"JoinAdjacency{hop}/{split}" >> beam.CoGroupByKey()
+               | f"Sample{hop}/{split}" >> beam.FlatMap(_sample, layout, shards))
+    edges.append(sampled)
+    extended = ({"nodes": nodes, "edges": sampled}
+                | f"JoinExamples{hop}/{split}" >> beam.CoGroupByKey()
+                | f"Extend{hop}/{split}" >> beam.FlatMap(_extend, hop, layout, shards
+                                                         ).with_outputs("queries", main="nodes"))
+    nodes, queries = extended.nodes, extended.queries
+  all_edges = tuple(edges) | f"AllEdges/{split}" >> beam.Flatten()
+  _ = ({"examples": examples | f"ExampleRows/{split}" >> beam.FlatMapTuple(
+            lambda shard, chunks: [(shard, c) for c in chunks]),
+        "nodes": nodes, "edges": all_edges}
+       | f"JoinSubgraphs/{split}" >> beam.CoGroupByKey()
+       | f"Encode/{split}" >> beam.FlatMap(_encode, layout)
+       | f"Write/{split}" >> beam.io.WriteToTFRecord(
+           os.path.join(out_split, "data_tfrecord"), file_name_suffix=".gz",
+           compression_type=beam.io.filesystem.CompressionTypes.GZIP))
