@@ -315,7 +315,11 @@ def _pair_keys(nodes: Columns) -> np.ndarray:
 
 def _encode(element: tuple[int, dict[str, list[Columns]]], layout: _Layout
             ) -> Iterator[bytes]:
-  """One example shard -> each example's record with its subgraph's features added."""
+  """One example shard -> each example's record with its subgraph's features added.
+
+  Positions, node sets and edge sets are found for the whole shard at once;
+  the per-example loop only slices them into the record.
+  """
   _, groups = element
   if not groups["examples"]:
     return
@@ -324,44 +328,59 @@ def _encode(element: tuple[int, dict[str, list[Columns]]], layout: _Layout
   edges = (_concat(groups["edges"]) if groups["edges"] else
            {name: np.zeros([0], np.int64) for name in ("example", "step", "source", "target",
                                                          "tab")})
-  nodes = _take(nodes, np.lexsort((nodes["node"], nodes["example"])))
-  edges = _take(edges, np.argsort(edges["example"], kind="stable"))
-  node_bounds = np.searchsorted(nodes["example"], examples["example"], side="left"), \
-      np.searchsorted(nodes["example"], examples["example"], side="right")
-  edge_bounds = np.searchsorted(edges["example"], examples["example"], side="left"), \
-      np.searchsorted(edges["example"], examples["example"], side="right")
-  offset = layout.node_offset
+  examples = _take(examples, np.argsort(examples["example"]))
+  num, total = len(examples["example"]), int(layout.node_offset[-1])
+  rank = lambda example: np.searchsorted(examples["example"], example)
+  # Nodes sorted by (example, global node): node sets are contiguous in each example.
+  node_key = np.sort(rank(nodes["example"]) * total + nodes["node"])
+  node = node_key % total
+  node_set = layout.node_set_of(node)
+  group = node_key // total * len(layout.set_id) + node_set
+  starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+  position = np.arange(len(group)) - np.repeat(starts, np.diff(np.r_[starts, len(group)]))
+  local = node - layout.node_offset[node_set]
+  node_splits = _splits(group, num * len(layout.set_id))
+  position_of = lambda ranks, n: position[np.searchsorted(node_key, ranks * total + n)]
+  edge_rank = rank(edges["example"])
+  edge_group = edge_rank * len(layout.edge_set_names) + layout.step_edge_set[edges["step"]]
+  order = np.argsort(edge_group, kind="stable")
+  source = position_of(edge_rank[order], edges["source"][order])
+  target = position_of(edge_rank[order], edges["target"][order])
+  tab = edges["tab"][order]
+  edge_splits = _splits(edge_group[order], num * len(layout.edge_set_names))
+  seeds = {ns: position_of(np.arange(num), examples[ns] + layout.node_offset[layout.set_id[ns]])
+           for ns in contracts.SEED_NODE_SETS}
+  node_names = [(f"nodes/{ns}.#size", f"nodes/{ns}.{contracts.NODE_ID_FEATURE}")
+                for ns in layout.set_id]
+  edge_names = [(f"edges/{name}.", name in layout.with_tab) for name in layout.edge_set_names]
   for i, record in enumerate(examples["record"]):
     example = tf.train.Example.FromString(record)
     feature = example.features.feature
-    graph_nodes = nodes["node"][node_bounds[0][i]:node_bounds[1][i]]
-    node_set = layout.node_set_of(graph_nodes)
-    # Position of each node within its node set (nodes are sorted, so are the sets).
-    position = np.arange(len(graph_nodes)) - np.searchsorted(node_set, node_set, side="left")
-    for ns, set_id in layout.set_id.items():
-      ids = graph_nodes[node_set == set_id] - offset[set_id]
-      feature[f"nodes/{ns}.#size"].int64_list.value.append(len(ids))
-      feature[f"nodes/{ns}.{contracts.NODE_ID_FEATURE}"].int64_list.value.extend(ids.tolist())
+    for j, (size_name, id_name) in enumerate(node_names):
+      begin, end = node_splits[i * len(node_names) + j: i * len(node_names) + j + 2]
+      feature[size_name].int64_list.value.append(end - begin)
+      feature[id_name].int64_list.value.extend(local[begin:end].tolist())
     feature[f"nodes/{contracts.READOUT}.#size"].int64_list.value.append(1)
-    index_of = lambda n: position[np.searchsorted(graph_nodes, n)]
-    own = _take(edges, np.arange(edge_bounds[0][i], edge_bounds[1][i]))
-    edge_set = layout.step_edge_set[own["step"]]
-    for es_id, name in enumerate(layout.edge_set_names):
-      mine = edge_set == es_id
-      prefix = f"edges/{name}."
-      feature[prefix + "#size"].int64_list.value.append(int(mine.sum()))
-      feature[prefix + "#source"].int64_list.value.extend(index_of(own["source"][mine]).tolist())
-      feature[prefix + "#target"].int64_list.value.extend(index_of(own["target"][mine]).tolist())
-      if name in layout.with_tab:
+    for j, (prefix, with_tab) in enumerate(edge_names):
+      begin, end = edge_splits[i * len(edge_names) + j: i * len(edge_names) + j + 2]
+      feature[prefix + "#size"].int64_list.value.append(end - begin)
+      feature[prefix + "#source"].int64_list.value.extend(source[begin:end].tolist())
+      feature[prefix + "#target"].int64_list.value.extend(target[begin:end].tolist())
+      if with_tab:
         feature[prefix + contracts.EDGE_TAB_FEATURE].int64_list.value.extend(
-            own["tab"][mine].tolist())
+            tab[begin:end].tolist())
     for ns in contracts.SEED_NODE_SETS:
-      seed = examples[ns][i] + offset[layout.set_id[ns]]
       prefix = f"edges/{contracts.readout_edge_set(ns)}."
       feature[prefix + "#size"].int64_list.value.append(1)
-      feature[prefix + "#source"].int64_list.value.append(int(index_of(seed)))
+      feature[prefix + "#source"].int64_list.value.append(int(seeds[ns][i]))
       feature[prefix + "#target"].int64_list.value.append(0)
     yield example.SerializeToString()
+
+
+def _splits(sorted_groups: np.ndarray, num_groups: int) -> list[int]:
+  """Row splits of rows sorted by group id in [0, num_groups)."""
+  return np.concatenate([[0], np.cumsum(np.bincount(sorted_groups, minlength=num_groups))]
+                        ).tolist()
 
 
 def subgraph_schema(layout: _Layout) -> tfgnn.GraphSchema:
