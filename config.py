@@ -107,8 +107,8 @@ class SamplingConfig:
   # sampling index) or "beam" (before training, by the BeamSubgraphSampler, for
   # graphs beyond a trainer's memory; graph/beam_sampling.py).
   where: str = "trainer"
-  # where=beam: the BeamSubgraphSampler's output directory (the TFX Trainer
-  # sets it from the `subgraphs` artifact; `e2e-grec train` takes it here).
+  # where=beam: the directory of pre-sampled subgraphs the trainer reads (the
+  # BeamSubgraphSampler's `subgraphs` output, or graph/beam_sampling.py's).
   subgraphs_dir: str = ""
 
 
