@@ -103,6 +103,13 @@ class SamplingConfig:
                                 "authored_by", "tagged", "co_engage")
   fanout_overrides: dict[str, int] = dataclasses.field(default_factory=dict)
   seed: int = 0
+  # Where subgraphs are sampled: "trainer" (in tf.data, from the in-memory
+  # sampling index) or "beam" (before training, by the BeamSubgraphSampler, for
+  # graphs beyond a trainer's memory; graph/beam_sampling.py).
+  where: str = "trainer"
+  # where=beam: the directory of pre-sampled subgraphs the trainer reads (the
+  # BeamSubgraphSampler's `subgraphs` output, or graph/beam_sampling.py's).
+  subgraphs_dir: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -368,6 +375,7 @@ TASK_SELECTIONS = ("last", "best_mean", "per_task")
 # Allowed values of every choice key.
 _CHOICES = {
     "model.mode": MODES,
+    "sampling.where": ("trainer", "beam"),
     "model.gnn": ("graph_sage", "gatv2", "hgt"),
     "model.bottom": ("dcn", "mmoe"),
     "model.gfae_loss": ("sce", "mse"),

@@ -5,6 +5,10 @@
                        \\-> BaselineTrainer (eval.baseline_mode) ------/
                             LatestBlessedModelResolver --------------/
 
+With `sampling.where=beam` a BeamSubgraphSampler (GraphBuilder -> it -> the
+trainers) samples every example's subgraph before training, for graphs beyond a
+trainer's memory.
+
 The resolver node exists where the orchestrator implements TFX resolvers (the
 LocalDagRunner, Vertex AI Pipelines); open-source Kubeflow Pipelines has none,
 so there the Evaluator compares with the baseline trained in the same run.
@@ -31,6 +35,8 @@ from tfx.types import channel, standard_artifacts
 
 from e2e_grec import contracts
 from e2e_grec.components.anomalies_gate.component import AnomaliesGate
+from e2e_grec.components.beam_subgraph_sampler.component import (PER_EXAMPLE,
+                                                                 BeamSubgraphSampler)
 from e2e_grec.components.evaluator.component import Evaluator
 from e2e_grec.components.example_gen.component import ExampleGen
 from e2e_grec.components.graph_builder.component import GraphBuilder
@@ -40,6 +46,7 @@ from e2e_grec.config import Config
 # Config sections each custom component reads.
 EXAMPLE_GEN_SECTIONS = ("data", "synthetic")
 GRAPH_SECTIONS = ("data", "graph")
+BEAM_SAMPLER_SECTIONS = ("graph", "sampling")
 TRAINER_SECTIONS = ("data", "graph", "sampling", "model", "train", "export")
 TRAINER_RUNS_DIR = "trainer_runs"
 EVALUATOR_SECTIONS = ("eval",)
@@ -114,6 +121,15 @@ def create_pipeline(config: Config, where: Locations,
                              config=trainer_config, mode=config.eval.baseline_mode,
                              resume_root=resume("BaselineTrainer")).with_id("BaselineTrainer")
   baseline_trainer.add_upstream_node(gate)
+  beam_sampling = []
+  if config.sampling.where == "beam":
+    beam_sampling = [BeamSubgraphSampler(
+        graph=graph_builder.outputs["graph"], examples=example_gen.outputs["examples"],
+        config=sections(config, BEAM_SAMPLER_SECTIONS), seed_node_set=PER_EXAMPLE)]
+    # Ordering only until the Trainer takes a `subgraphs` channel: the trainers
+    # read the output through `sampling.subgraphs_dir`.
+    for graph_trainer in [trainer] + ([baseline_trainer] if baseline_graph is not None else []):
+      graph_trainer.add_upstream_node(beam_sampling[0])
 
   last_blessed = [resolver.Resolver(
       strategy_class=latest_blessed_model_strategy.LatestBlessedModelStrategy,
@@ -135,7 +151,8 @@ def create_pipeline(config: Config, where: Locations,
       pipeline_name=config.pipeline.name,
       pipeline_root=where.root,
       components=[example_gen, statistics_gen, schema_gen, example_validator, gate,
-                  graph_builder, baseline_trainer, trainer, *last_blessed, evaluator, pusher],
+                  graph_builder, *beam_sampling, baseline_trainer, trainer, *last_blessed,
+                  evaluator, pusher],
       enable_cache=config.pipeline.enable_cache,
       metadata_connection_config=(
           metadata.sqlite_metadata_connection_config(where.metadata_path)

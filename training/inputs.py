@@ -5,6 +5,11 @@ Training batches are shuffled per epoch with seed `train.seed * 1000 + epoch`
 the sampler adds `graph` inside tf.data (neighbours re-drawn every epoch), or,
 once two_stage has precomputed them, the cached embeddings are added instead.
 Eval batches keep file order and are sampled with the serving seed.
+
+With `sampling.where=beam` the subgraphs come pre-sampled (graph/beam_sampling.py,
+one per example, leak-free by the same rule) from `sampling.subgraphs_dir`:
+`PresampledSubgraphs` reads them instead of sampling in tf.data. Their
+neighbours are drawn once (with the first epoch's seed), not every epoch.
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from typing import Callable
 import e2e_grec  # noqa: F401  (legacy Keras before TensorFlow)
 import numpy as np
 import tensorflow as tf
+import tensorflow_gnn as tfgnn
 
 from e2e_grec import contracts
 from e2e_grec.config import Config
@@ -40,6 +46,40 @@ def load_tables(examples_dir: str) -> NodeTables:
   return NodeTables.load(path)
 
 
+class PresampledSubgraphs:
+  """The BeamSubgraphSampler's examples, each with its subgraph, as model batches."""
+
+  # Records shuffled at a time: bounded, since pre-sampled splits may not fit in memory.
+  SHUFFLE_BUFFER = 65_536
+
+  def __init__(self, subgraphs_dir: str):
+    from e2e_grec.graph import beam_sampling
+    self._dir = subgraphs_dir
+    self._spec = beam_sampling.graph_spec(subgraphs_dir)
+
+  def columns(self, split: str) -> dict[str, np.ndarray]:
+    """The split's features and labels, in the order `dataset` yields them."""
+    pattern = contracts.split_glob(self._dir, split)
+    columns = examples_lib.read_examples(pattern)
+    if not len(columns[contracts.USER_ID]):
+      raise ValueError(f"no pre-sampled {split} examples match {pattern} "
+                       "(sampling.subgraphs_dir: BeamSubgraphSampler output)")
+    return columns
+
+  def dataset(self, split: str, batch_size: int, shuffle_seed: int | None) -> tf.data.Dataset:
+    """Batches of features plus `graph` (one component per batch, as the sampler's)."""
+    from e2e_grec.serving.export import _single_component  # pylint: disable=protected-access
+    files = sorted(tf.io.gfile.glob(contracts.split_glob(self._dir, split)))
+    ds = tf.data.TFRecordDataset(files, compression_type="GZIP")
+    if shuffle_seed is not None:
+      ds = ds.shuffle(self.SHUFFLE_BUFFER, seed=shuffle_seed, reshuffle_each_iteration=False)
+    spec = self._spec
+    return ds.batch(batch_size).map(
+        lambda records: {**examples_lib.parse(records), contracts.GRAPH_INPUT: _single_component(
+            tfgnn.parse_example(spec, records).merge_batch_to_components())},
+        num_parallel_calls=tf.data.AUTOTUNE)
+
+
 def make_sampler(config: Config, graph_dir: str, tables: NodeTables):
   from e2e_grec.graph.sampler import SubgraphSampler
   from e2e_grec.graph.sampling_index import SamplingIndex
@@ -49,9 +89,11 @@ def make_sampler(config: Config, graph_dir: str, tables: NodeTables):
 class Inputs:
   """Train and eval batches of one run: features, then `graph` or cached embeddings."""
 
-  def __init__(self, config: Config, train: dict, eval_: dict, sampler, tables: NodeTables):
+  def __init__(self, config: Config, train: dict, eval_: dict, sampler, tables: NodeTables,
+               presampled: PresampledSubgraphs | None = None):
     self._config, self._train, self._eval = config, train, eval_
     self.sampler, self.tables = sampler, tables
+    self._presampled = presampled
     self._cache_fn: Callable | None = None
 
   @classmethod
@@ -60,13 +102,21 @@ class Inputs:
     mode = modes.of(config)
     tables = load_tables(examples_dir)
     train, eval_ = load_split(examples_dir, contracts.TRAIN_SPLIT), load_split(examples_dir, contracts.EVAL_SPLIT)
-    sampler = None
+    sampler = presampled = None
     if mode.has_encoder:
       if not graph_dir:
         raise ValueError(f"model.mode={mode.name} needs the graph directory "
                          "(build-graph output)")
+      # Kept with where=beam too: the export's `rank` signature samples with it.
       sampler = make_sampler(config, graph_dir, tables)
-    return cls(config, train, eval_, sampler, tables)
+      if config.sampling.where == "beam":
+        if not config.sampling.subgraphs_dir:
+          raise ValueError("sampling.where=beam needs sampling.subgraphs_dir, the "
+                           "pre-sampled subgraphs (BeamSubgraphSampler output)")
+        presampled = PresampledSubgraphs(config.sampling.subgraphs_dir)
+        train = presampled.columns(contracts.TRAIN_SPLIT)
+        eval_ = presampled.columns(contracts.EVAL_SPLIT)
+    return cls(config, train, eval_, sampler, tables, presampled)
 
   @property
   def train_columns(self) -> dict[str, np.ndarray]:
@@ -100,11 +150,17 @@ class Inputs:
   def train(self, epoch: int, skip: int = 0, use_cache: bool = True) -> tf.data.Dataset:
     """Epoch `epoch`'s batches from batch `skip` on."""
     seed = self._config.train.seed * 1000 + epoch
+    if self._presampled is not None and not (use_cache and self._cache_fn is not None):
+      return self._presampled.dataset(contracts.TRAIN_SPLIT, self._config.train.batch_size,
+                                      seed).skip(skip).prefetch(tf.data.AUTOTUNE)
     ds = self._batched(self._train, seed).skip(skip)
     return self._add_graph(ds, self._config.sampling.seed + 1 + epoch, use_cache)
 
   def eval(self) -> tf.data.Dataset:
     """Eval batches in file order, sampled with the serving seed."""
+    if self._presampled is not None and self._cache_fn is None:
+      return self._presampled.dataset(contracts.EVAL_SPLIT, self._config.train.batch_size,
+                                      None).prefetch(tf.data.AUTOTUNE)
     return self._add_graph(self._batched(self._eval, None), self._config.sampling.seed, True)
 
   def steps_per_epoch(self) -> int:

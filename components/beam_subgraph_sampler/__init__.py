@@ -1,4 +1,4 @@
-"""TFX component materialising subgraphs with TF-GNN's Beam sampler."""
-from e2e_grec.components.beam_subgraph_sampler.component import BeamSubgraphSampler
+"""TFX component materialising subgraphs with Beam: per example (day cutoffs) or per node."""
+from e2e_grec.components.beam_subgraph_sampler.component import PER_EXAMPLE, BeamSubgraphSampler
 
-__all__ = ["BeamSubgraphSampler"]
+__all__ = ["BeamSubgraphSampler", "PER_EXAMPLE"]

@@ -1,10 +1,14 @@
-"""BeamSubgraphSampler: Graph + Examples -> `Subgraphs` of a split's seeds.
+"""BeamSubgraphSampler: Graph + Examples -> `Subgraphs` of every example, or of a split's seeds.
 
     beam_sampler = BeamSubgraphSampler(graph=graph_builder.outputs["graph"],
                                        examples=prepare.outputs["examples"],
-                                       config=config, split="eval")
+                                       config=config, seed_node_set=PER_EXAMPLE)
 
-For graphs that do not fit in memory: TF-GNN's Beam sampler runs the same
+With `seed_node_set=PER_EXAMPLE` (the pipeline's `sampling.where=beam`) every
+example of every split gets the subgraph the in-trainer sampler would give it,
+with its day as cutoff (graph/beam_sampling.py), for the Trainer to read.
+
+With a node set ("user", "video"), for graphs that do not fit in memory: TF-GNN's Beam sampler runs the same
 `SamplingPlan` as the in-memory `graph.sampler.SubgraphSampler`. It has no
 per-example day cutoff: it samples the graph as built (training window +
 pre-period history), so its subgraphs are leak-free only for seeds of examples
@@ -21,6 +25,7 @@ from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 from e2e_grec import contracts
 from e2e_grec.components import artifacts
 from e2e_grec.components.beam_subgraph_sampler import executor
+from e2e_grec.components.beam_subgraph_sampler.executor import PER_EXAMPLE
 from e2e_grec.config import Config
 
 
@@ -31,7 +36,7 @@ class BeamSubgraphSamplerSpec(types.ComponentSpec):
       contracts.CONFIG_KEY: ExecutionParameter(type=str),
       # Split whose distinct users (or videos) are the seeds.
       contracts.SPLIT_KEY: ExecutionParameter(type=str, optional=True),
-      # "user" or "video".
+      # PER_EXAMPLE ("example": every example of every split), "user" or "video".
       contracts.SEED_NODE_SET_KEY: ExecutionParameter(type=str, optional=True),
   }
   INPUTS = {
@@ -56,7 +61,8 @@ class BeamSubgraphSampler(base_beam_component.BaseBeamComponent):
       examples: the `Examples` channel whose split gives the seeds.
       config: the run config (`sampling`, `graph.beam_args`).
       split: the split whose users (or videos) are seeded; keep "eval" (see above).
-      seed_node_set: "user" or "video".
+        Ignored for PER_EXAMPLE, which samples every split.
+      seed_node_set: PER_EXAMPLE, "user" or "video".
     """
     super().__init__(spec=BeamSubgraphSamplerSpec(**{
         contracts.CONFIG_KEY: contracts.encode_config(config),

@@ -1,7 +1,12 @@
-"""BeamSubgraphSampler executor: TF-GNN's Beam sampler over the built graph.
+"""BeamSubgraphSampler executor: per-example subgraphs, or TF-GNN's Beam sampler per node.
 
-This is the distributed path for graphs that do not fit in memory: the
-subgraph of every seed is sampled by a Beam pipeline reading the unigraph
+With `seed_node_set=example` (`PER_EXAMPLE`, what `sampling.where=beam`
+trains on) it samples every example of every split with its day as cutoff,
+exactly as the in-trainer sampler would (graph/beam_sampling.py): leak-free
+for training examples too.
+
+With `seed_node_set=user|video` it is the distributed path for graphs that do
+not fit in memory: the subgraph of every seed is sampled by a Beam pipeline reading the unigraph
 files (`tensorflow_gnn.experimental.sampler.beam`, the library behind its
 `sampler` main, called here without its absl flags) and written as
 serialized GraphTensors. The sampling spec is the `SamplingPlan` of
@@ -38,10 +43,12 @@ from e2e_grec import contracts
 from e2e_grec.config import SamplingConfig
 from e2e_grec.datasets import node_tables as node_tables_lib
 from e2e_grec.datasets import vocab
-from e2e_grec.graph import builder
+from e2e_grec.graph import beam_sampling, builder
 from e2e_grec.graph.sampling_plan import SamplingPlan, schema_endpoints
 
 _ID_COLUMNS = {"user": contracts.USER_ID, "video": contracts.VIDEO_ID}
+# The seed node set value that samples each example (its user and video, cut off at its day).
+PER_EXAMPLE = "example"
 
 
 def sampling_spec(schema: tfgnn.GraphSchema, seed_node_set: str,
@@ -136,6 +143,13 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     config = contracts.decode_config(exec_properties[contracts.CONFIG_KEY])
     split = exec_properties.get(contracts.SPLIT_KEY) or contracts.EVAL_SPLIT
     seed_node_set = exec_properties.get(contracts.SEED_NODE_SET_KEY) or "user"
+    if seed_node_set == PER_EXAMPLE:
+      counts = beam_sampling.sample_subgraphs(config, examples.uri, graph.uri, subgraphs.uri,
+                                              beam_args=self._beam_pipeline_args)
+      for name, count in counts.items():
+        subgraphs.set_int_custom_property(f"num_examples_{name}", count)
+      subgraphs.set_string_custom_property("seed_node_set", PER_EXAMPLE)
+      return
     seeds = seed_indices(examples.uri, split, seed_node_set)
     beam_args = tuple(config.graph.beam_args) + tuple(self._beam_pipeline_args)
     materialize_subgraphs(graph.uri, seeds, seed_node_set, config.sampling, subgraphs.uri,
