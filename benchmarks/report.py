@@ -171,6 +171,8 @@ SECTIONS = {
         ("bench_serving", "Serving latency over gRPC and REST", "python -m benchmarks.bench_serving"),
         ("bench_generator", "Synthetic generator throughput", "python -m benchmarks.bench_generator"),
     ],
+    "scaling": [("bench_scaling", "Scaling with the graph on one machine",
+                 "nice python -m benchmarks.bench_scaling")],
 }
 
 
