@@ -263,10 +263,15 @@ def _gib(n: float) -> str:
   return f"{n / 2**30:.2f}"
 
 
+def _mib(n: float) -> str:
+  return f"{n / 2**20:,.0f}"
+
+
 def markdown(result: dict) -> str:
-  lines = ["| impressions | edges (+ reverse) | build s (1 / 2 processes) | graph tables GiB "
-           "| sampler ex/s | train ex/s | SavedModel GiB | rank p99 ms | peak GiB: build / "
-           "train / server |", "|---|---|---|---|---|---|---|---|---|"]
+  lines = ["| impressions | edges (+ reverse) | build s (1 / 2 processes) | graph tables MiB "
+           "| sampler ex/s (batch 128 / train batch) | train ex/s | SavedModel MiB "
+           "| rank p99 ms | peak GiB: build / train / server |",
+           "|---|---|---|---|---|---|---|---|---|"]
   for r in result["runs"]:
     build, multi = r["build"], r.get("build_multiprocess")
     sampler, train, serve = r.get("sampler", {}), r.get("train", {}), r.get("serve", {})
@@ -274,16 +279,16 @@ def markdown(result: dict) -> str:
     lines.append(
         f"| {r['impressions']:,} | {build['edges_incl_reverse']:,} | {build['seconds']:.0f} / "
         + cell(multi and multi["seconds"], lambda v: f"{v:.0f}") + " | "
-        + cell(sampler.get("graph_table_bytes"), _gib) + " | "
-        + cell(sampler.get("examples_per_second", {}).get("batch_128"), lambda v: f"{v:,}")
-        + " | " + cell(train.get("examples_per_second"), lambda v: f"{v:,}") + " | "
-        + cell(serve.get("saved_model_bytes"), _gib) + " | "
+        + cell(sampler.get("graph_table_bytes"), _mib) + " | "
+        + cell(sampler.get("examples_per_second"),
+               lambda v: " / ".join(f"{x:,}" for x in v.values())) + " | " + cell(train.get("examples_per_second"), lambda v: f"{v:,}") + " | "
+        + cell(serve.get("saved_model_bytes"), _mib) + " | "
         + cell(serve.get("rank_grpc_concurrency_1", {}).get("p99_ms"), lambda v: f"{v:.1f}")
         + f" | {_gib(build['peak_rss_bytes'])} / "
         + cell(train.get("peak_rss_bytes"), _gib) + " / "
         + cell(serve.get("server_peak_rss_bytes"), _gib) + " |")
-  lines.append(f"\nSampler throughput at batch 128 with the default sampling config; training "
-               f"is e2e at the default config ({TRAIN_STEPS} steps); `rank` is 1 user x 100 "
+  lines.append(f"\nSampler: the default sampling config; training: e2e at the default "
+               f"config ({TRAIN_STEPS} steps); `rank` is 1 user x 100 "
                f"candidates over gRPC at concurrency 1. Graph tables: "
                f"{result['graph_table_bytes_per_sampled_edge']} bytes per sampled edge.")
   limits = result["extrapolated_limits"]
@@ -295,12 +300,17 @@ def markdown(result: dict) -> str:
       lines.append(f"- {role.replace('_', ' ')}: {fit['bytes_per_edge']:.0f} bytes per edge "
                    f"+ {_gib(fit['fixed_bytes'])} GiB -> "
                    + (f"~{edges / 1e6:,.0f}M edges" if edges else "no limit in range"))
-    first = result["breaks_first"]
+  first = result["breaks_first"]
+  if first and first["edges_at_24_gib"]:
     lines.append(f"\nFirst to run out: the {first['role'].replace('_', ' ')}, at about "
                  f"{first['edges_at_24_gib'] / 1e6:,.0f}M edges "
                  f"(~{first['impressions_at_24_gib'] / 1e6:,.0f}M impressions of this "
                  "generator).")
-  lines.append(f"\n{result['machine']['cpu_count']} CPUs shared with other jobs; "
+  loads = [s["load_average_at_start"] for r in result["runs"] for s in r.values()
+           if isinstance(s, dict) and "load_average_at_start" in s]
+  lines.append(f"\n{result['machine']['cpu_count']} CPUs shared with other jobs (load "
+               f"average {min(loads, default=0):.1f} to {max(loads, default=0):.1f} at the "
+               "stages' starts); "
                "2 processes = " + " ".join(result["multiprocess_args"]) + ".")
   return "\n".join(lines)
 
