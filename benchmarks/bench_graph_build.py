@@ -30,7 +30,7 @@ from e2e_grec.datasets import synthetic
 from e2e_grec.graph import builder
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-SYNTHETIC = {"100k": 100_000, "1m": 1_000_000, "10m": 10_000_000}
+SYNTHETIC = {"100k": 100_000, "1m": 1_000_000, "3m": 3_000_000, "10m": 10_000_000}
 
 
 def synthetic_config(impressions: int) -> SyntheticConfig:

@@ -1,10 +1,11 @@
 """Scaling curve: what one machine does as the synthetic graph grows, and where it stops.
 
-    nice python -m benchmarks.bench_scaling [--sizes 100k,1m,10m] [--work DIR]
-        [--runner-sizes 1m,10m] [--report-only]
+    nice python -m benchmarks.bench_scaling [--sizes 100k,1m,3m,10m] [--work DIR]
+        [--runner-sizes 1m,3m,10m] [--report-only]
 
 Per synthetic size (bench_graph_build's generator settings and work layout):
 
+  data       synthetic logs generated and prepared (not timed here).
   build      `build_graph` on the classic DirectRunner, one process: seconds by
              phase, nodes, edges.
   sampler    bytes of the sampler's tables (the `tf.Variable`s the trainer and
@@ -48,8 +49,9 @@ from e2e_grec import contracts
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 MULTIPROCESS_ARGS = ("--direct_num_workers=2", "--direct_running_mode=multi_processing")
-# The 2-process build last: on a busy machine it is the first to drop for time.
-STAGES = ("build", "sampler", "train", "serve", "build_multiprocess")
+# Data first, apart, so no later stage's peak memory is the generator's; the
+# 2-process build last: on a busy machine it is the first to drop for time.
+STAGES = ("data", "build", "sampler", "train", "serve", "build_multiprocess")
 MEMORY_BUDGET_BYTES = 24 * 2**30
 # Short measurements: the curve's shape matters, not the last digit.
 SAMPLER_BATCHES, SAMPLER_ROUNDS = 20, 2
@@ -164,6 +166,8 @@ def run_stage(stage: str, size: str, work: str) -> dict:
   """One stage of one size, in this process (the child of `main`)."""
   config = config_lib.Config()
   examples_dir, _ = bench_graph_build.prepared(size, work, config)
+  if stage == "data":
+    return {"examples_dir": examples_dir}
   if stage in ("build", "build_multiprocess"):
     return _build(size, examples_dir, work, stage, config)
   graph_dir = _graph_dir(work, size)
@@ -317,9 +321,9 @@ def markdown(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> dict | None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--sizes", default="100k,1m,10m",
+  parser.add_argument("--sizes", default="100k,1m,3m,10m",
                       help=f"Comma-separated synthetic sizes: {', '.join(bench_graph_build.SYNTHETIC)}.")
-  parser.add_argument("--runner-sizes", default="1m,10m",
+  parser.add_argument("--runner-sizes", default="1m,3m,10m",
                       help="Sizes whose build is also timed on 2 DirectRunner processes.")
   parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(),
                                                      "e2e_grec_bench_scaling"),
