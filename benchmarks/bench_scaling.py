@@ -20,7 +20,9 @@ Per synthetic size (bench_graph_build's generator settings and work layout):
 
 Every stage runs in its own process, so its peak resident memory (from
 `wait4`) is its own; each stage writes <work>/<size>/<stage>.json and a later
-run skips what is there (kill it any time and start it again). Peak memory per
+run skips what is there (kill it any time and start it again). A stage is
+stopped if the shared machine's available memory runs low, and reported as
+not finished with its peak so far. Peak memory per
 stage is fitted linearly against the graph's edges (incl. reverse sets) and
 extrapolated to the edges at which the single-machine stage would need 24 GB:
 an extrapolation from the measured sizes, not a measurement. Writes
@@ -35,6 +37,7 @@ import os
 import platform
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -53,6 +56,8 @@ MULTIPROCESS_ARGS = ("--direct_num_workers=2", "--direct_running_mode=multi_proc
 # 2-process build last: on a busy machine it is the first to drop for time.
 STAGES = ("data", "build", "sampler", "train", "serve", "build_multiprocess")
 MEMORY_BUDGET_BYTES = 24 * 2**30
+# A stage is stopped below this much available memory: the machine is shared.
+MIN_AVAILABLE_BYTES = 3 * 2**29
 # Short measurements: the curve's shape matters, not the last digit.
 SAMPLER_BATCHES, SAMPLER_ROUNDS = 20, 2
 TRAIN_STEPS, TRAIN_WARMUP = 20, 3
@@ -182,8 +187,22 @@ def _stage_file(work: str, size: str, stage: str) -> str:
   return os.path.join(work, size, f"{stage}.json")
 
 
-def _run_child(stage: str, size: str, work: str) -> dict:
-  """Runs a stage in a fresh process; adds its wall time and peak resident memory."""
+def _available_memory_bytes() -> int:
+  with open("/proc/meminfo") as f:
+    for line in f:
+      if line.startswith("MemAvailable:"):
+        return int(line.split()[1]) * 1024
+  raise RuntimeError("no MemAvailable in /proc/meminfo")
+
+
+def _run_child(stage: str, size: str, work: str) -> dict | None:
+  """Runs a stage in a fresh process; adds its wall time and peak resident memory.
+
+  The stage is stopped when the machine's available memory falls below
+  MIN_AVAILABLE_BYTES (others share it), which is recorded in
+  <stage>.failed.json with its peak so far; a failed stage returns None and
+  is tried again by the next run.
+  """
   path = _stage_file(work, size, stage)
   if os.path.exists(path):
     with open(path) as f:
@@ -191,16 +210,32 @@ def _run_child(stage: str, size: str, work: str) -> dict:
   logging.info("%s: %s", size, stage)
   started, load = time.time(), os.getloadavg()[0]
   process = subprocess.Popen([sys.executable, "-m", "benchmarks.bench_scaling", "--stage",
-                              stage, "--size", size, "--work", work])
-  _, status, usage = os.wait4(process.pid, 0)
-  if os.waitstatus_to_exitcode(status) != 0:
-    raise SystemExit(f"{size} {stage} failed (exit {os.waitstatus_to_exitcode(status)}); "
-                     "see the log above; finished stages are kept")
+                              stage, "--size", size, "--work", work], start_new_session=True)
+  stopped_for_memory = False
+  while True:
+    pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+    if pid:
+      break
+    if not stopped_for_memory and _available_memory_bytes() < MIN_AVAILABLE_BYTES:
+      stopped_for_memory = True
+      logging.error("%s %s: stopped, the machine's available memory is below %s GiB",
+                    size, stage, _gib(MIN_AVAILABLE_BYTES))
+      os.killpg(process.pid, signal.SIGTERM)  # the stage and its Beam workers
+    time.sleep(1)
+  # ru_maxrss is in KiB on Linux.
+  measured = {"stage_seconds": round(time.time() - started, 1),
+              "load_average_at_start": load, "peak_rss_bytes": usage.ru_maxrss * 1024}
+  code = os.waitstatus_to_exitcode(status)
+  if code != 0:
+    reason = (f"stopped when the machine's available memory fell below "
+              f"{_gib(MIN_AVAILABLE_BYTES)} GiB" if stopped_for_memory else f"exit {code}")
+    logging.error("%s %s failed (%s); finished stages are kept", size, stage, reason)
+    with open(_stage_file(work, size, f"{stage}.failed"), "w") as f:
+      json.dump({"reason": reason, **measured}, f, indent=2)
+    return None
   with open(path + ".partial") as f:
     result = json.load(f)
-  # ru_maxrss is in KiB on Linux.
-  result.update(stage_seconds=round(time.time() - started, 1), load_average_at_start=load,
-                peak_rss_bytes=usage.ru_maxrss * 1024)
+  result.update(measured)
   with open(path, "w") as f:
     json.dump(result, f, indent=2)
   os.remove(path + ".partial")
@@ -217,9 +252,11 @@ def _limit(edges: list[int], peaks: list[int]) -> dict:
 
 def summarize(sizes: list[str], work: str) -> dict:
   """Collects the finished stages into the result and its 24 GB extrapolation."""
-  rows = []
+  rows, failed = [], []
   for size in sizes:
     stages = {s: _read(work, size, s) for s in STAGES}
+    failed += [{"input": size, "stage": s, **_read(work, size, f"{s}.failed")}
+               for s in STAGES if stages[s] is None and _read(work, size, f"{s}.failed")]
     if stages["build"] is None:
       continue
     rows.append({"input": size,
@@ -245,7 +282,7 @@ def summarize(sizes: list[str], work: str) -> dict:
   table_bytes = [(r["sampler"]["graph_table_bytes"], r["sampler"]["sampled_edges"],
                   r["sampler"]["nodes"]) for r in rows if "sampler" in r]
   return {
-      "runs": rows, "memory_budget_bytes": MEMORY_BUDGET_BYTES,
+      "runs": rows, "failed": failed, "memory_budget_bytes": MEMORY_BUDGET_BYTES,
       "graph_table_bytes_per_sampled_edge": (
           round(table_bytes[-1][0] / table_bytes[-1][1], 1) if table_bytes else None),
       "extrapolated_limits": limits, "breaks_first": breaks_first,
@@ -304,6 +341,10 @@ def markdown(result: dict) -> str:
       lines.append(f"- {role.replace('_', ' ')}: {fit['bytes_per_edge']:.0f} bytes per edge "
                    f"+ {_gib(fit['fixed_bytes'])} GiB -> "
                    + (f"~{edges / 1e6:,.0f}M edges" if edges else "no limit in range"))
+  for f in result["failed"]:
+    lines.append(f"\nDid not finish: {f['input']} {f['stage'].replace('_', ' ')}, "
+                 f"{f['reason']} after {f['stage_seconds']:.0f} s, at "
+                 f"{_gib(f['peak_rss_bytes'])} GiB peak.")
   first = result["breaks_first"]
   if first and first["edges_at_24_gib"]:
     lines.append(f"\nFirst to run out: the {first['role'].replace('_', ' ')}, at about "
@@ -347,8 +388,9 @@ def main(argv: list[str] | None = None) -> dict | None:
   if not args.report_only:
     for size in sizes:
       for stage in STAGES:
-        if stage != "build_multiprocess" or size in runner_sizes:
-          _run_child(stage, size, args.work)
+        wanted = stage != "build_multiprocess" or size in runner_sizes
+        if wanted and _run_child(stage, size, args.work) is None:
+          break  # later stages need this one's output
   result = summarize(sizes, args.work)
   os.makedirs(RESULTS, exist_ok=True)
   with open(os.path.join(RESULTS, "bench_scaling.json"), "w") as f:
