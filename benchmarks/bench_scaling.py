@@ -322,16 +322,19 @@ def markdown(result: dict) -> str:
         + cell(multi and multi["seconds"], lambda v: f"{v:.0f}") + " | "
         + cell(sampler.get("graph_table_bytes"), _mib) + " | "
         + cell(sampler.get("examples_per_second"),
-               lambda v: " / ".join(f"{x:,}" for x in v.values())) + " | " + cell(train.get("examples_per_second"), lambda v: f"{v:,}") + " | "
+               lambda v: " / ".join(f"{x:,}" for x in v.values())) + " | "
+        + cell(train.get("examples_per_second"), lambda v: f"{v:,}") + " | "
         + cell(serve.get("saved_model_bytes"), _mib) + " | "
         + cell(serve.get("rank_grpc_concurrency_1", {}).get("p99_ms"), lambda v: f"{v:.1f}")
         + f" | {_gib(build['peak_rss_bytes'])} / "
         + cell(train.get("peak_rss_bytes"), _gib) + " / "
         + cell(serve.get("server_peak_rss_bytes"), _gib) + " |")
+  per_edge = result["graph_table_bytes_per_sampled_edge"]
   lines.append(f"\nSampler: the default sampling config; training: e2e at the default "
-               f"config ({TRAIN_STEPS} steps); `rank` is 1 user x 100 "
-               f"candidates over gRPC at concurrency 1. Graph tables: "
-               f"{result['graph_table_bytes_per_sampled_edge']} bytes per sampled edge.")
+               f"config ({TRAIN_STEPS} steps); `rank`: 1 user x 100 candidates over gRPC at "
+               "concurrency 1. Graph tables: the sampler's `tf.Variable`s"
+               + (f", {per_edge} bytes per sampled edge at the largest size." if per_edge
+                  else "."))
   limits = result["extrapolated_limits"]
   if limits:
     lines.append("\nExtrapolated (a linear fit of peak memory against edges, not a "
@@ -353,9 +356,9 @@ def markdown(result: dict) -> str:
                  "generator).")
   loads = [s["load_average_at_start"] for r in result["runs"] for s in r.values()
            if isinstance(s, dict) and "load_average_at_start" in s]
-  lines.append(f"\n{result['machine']['cpu_count']} CPUs shared with other jobs (load "
-               f"average {min(loads, default=0):.1f} to {max(loads, default=0):.1f} at the "
-               "stages' starts); "
+  load_range = f" (load average {min(loads):.1f} to {max(loads):.1f} at the stages' starts)"
+  lines.append(f"\n{result['machine']['cpu_count']} CPUs shared with other jobs"
+               + (load_range if loads else "") + "; "
                "2 processes = " + " ".join(result["multiprocess_args"]) + ".")
   return "\n".join(lines)
 
