@@ -356,9 +356,9 @@ def markdown(result: dict) -> str:
                  "generator).")
   loads = [s["load_average_at_start"] for r in result["runs"] for s in r.values()
            if isinstance(s, dict) and "load_average_at_start" in s]
-  load_range = f" (load average {min(loads):.1f} to {max(loads):.1f} at the stages' starts)"
-  lines.append(f"\n{result['machine']['cpu_count']} CPUs shared with other jobs"
-               + (load_range if loads else "") + "; "
+  load_range = (f" (load average {min(loads):.1f} to {max(loads):.1f} at the stages' "
+                "starts)" if loads else "")
+  lines.append(f"\n{result['machine']['cpu_count']} CPUs shared with other jobs{load_range}; "
                "2 processes = " + " ".join(result["multiprocess_args"]) + ".")
   return "\n".join(lines)
 
