@@ -30,17 +30,17 @@ from e2e_grec.datasets import synthetic
 from e2e_grec.graph import builder
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-SYNTHETIC = {"100k": 100_000, "1m": 1_000_000, "10m": 10_000_000}
+SYNTHETIC = {"100k": 100_000, "1m": 1_000_000, "3m": 3_000_000, "10m": 10_000_000}
 
 
-def _synthetic_config(impressions: int) -> SyntheticConfig:
+def synthetic_config(impressions: int) -> SyntheticConfig:
   """A world that grows with the log (as bench_generator: ~8 impressions per user)."""
   return SyntheticConfig(users=impressions // 8, videos=impressions // 30,
                          authors=impressions // 40, tags=100, musics=impressions // 30,
                          impressions=impressions, seed=0)
 
 
-def _prepared(name: str, work: str, config: config_lib.Config) -> tuple[str, str]:
+def prepared(name: str, work: str, config: config_lib.Config) -> tuple[str, str]:
   """(examples dir, data dir) of one input, generated and prepared once."""
   data_dir = (config_lib.default_shared_data_dir() if name == "kuairand"
               else os.path.join(work, name, "raw"))
@@ -51,7 +51,7 @@ def _prepared(name: str, work: str, config: config_lib.Config) -> tuple[str, str
     return examples_dir, data_dir
   if name != "kuairand":
     logging.info("generating %s synthetic impressions", f"{SYNTHETIC[name]:,}")
-    synthetic.generate(_synthetic_config(SYNTHETIC[name]), data_dir)
+    synthetic.generate(synthetic_config(SYNTHETIC[name]), data_dir)
   logging.info("preparing %s", data_dir)
   prepare_lib.prepare(config, data_dir, examples_dir)
   return examples_dir, data_dir
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
 
   runs = []
   for name in names:
-    examples_dir, _ = _prepared(name, args.work, config)
+    examples_dir, _ = prepared(name, args.work, config)
     graph_dir = os.path.join(args.work, name, "graph")
     shutil.rmtree(graph_dir, ignore_errors=True)
     manifest = builder.build_graph(config, examples_dir, graph_dir,

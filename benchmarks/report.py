@@ -242,6 +242,8 @@ SECTIONS = {
         ("bench_daily_refresh", "Cost per day and next-day quality per mode",
          "python -m benchmarks.bench_daily_refresh"),
     ],
+    "scaling": [("bench_scaling", "Scaling with the graph on one machine",
+                 "nice python -m benchmarks.bench_scaling")],
 }
 
 
