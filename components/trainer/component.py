@@ -3,7 +3,9 @@
 It keeps TFX's Trainer contract (train/eval args, `run_fn`, `custom_config`,
 the standard `Model` and `ModelRun` outputs with the SavedModel under
 `Format-Serving`), so the standard Pusher and model resolvers consume it. The
-only addition is the `Graph` artifact, absent for `no_graph` models.
+only additions are the `Graph` artifact, absent for `no_graph` models, and the
+`Subgraphs` artifact of a BeamSubgraphSampler (`sampling.where=beam`), whose
+pre-sampled subgraphs the Trainer reads instead of sampling in memory.
 """
 from __future__ import annotations
 
@@ -24,7 +26,9 @@ from e2e_grec.config import Config
 class TrainerSpec(standard_component_specs.TrainerSpec):
   INPUTS = {**standard_component_specs.TrainerSpec.INPUTS,
             contracts.GRAPH_KEY: component_spec.ChannelParameter(type=artifacts.Graph,
-                                                                 optional=True)}
+                                                                 optional=True),
+            contracts.SUBGRAPHS_KEY: component_spec.ChannelParameter(
+                type=artifacts.Subgraphs, optional=True)}
 
 
 class Trainer(base_component.BaseComponent):
@@ -34,14 +38,16 @@ class Trainer(base_component.BaseComponent):
   EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
   def __init__(self, examples: types.BaseChannel, config: Config, mode: str,
-               graph: Optional[types.BaseChannel] = None, resume_root: str = ""):
+               graph: Optional[types.BaseChannel] = None,
+               subgraphs: Optional[types.BaseChannel] = None, resume_root: str = ""):
     """`config` is the whole training config; `mode` overrides `model.mode`;
+    `subgraphs` (with `sampling.where=beam`) are read instead of sampling;
     a local `resume_root` lets a rerun resume a killed training (see executor)."""
     if mode != "no_graph" and graph is None:
       raise ValueError(f"a {mode} model needs the graph channel")
     config = config.replace(**{"model.mode": mode})
     super().__init__(spec=TrainerSpec(
-        examples=examples, graph=graph,
+        examples=examples, graph=graph, subgraphs=subgraphs,
         train_args=trainer_pb2.TrainArgs(splits=["train"]),
         eval_args=trainer_pb2.EvalArgs(splits=["eval"]),
         run_fn=executor.RUN_FN,

@@ -119,5 +119,10 @@ class Executor(tfx_trainer_executor.GenericExecutor):
     custom[GRAPH_DIR_KEY] = (artifact_utils.get_single_uri(input_dict[contracts.GRAPH_KEY])
                              if input_dict.get(contracts.GRAPH_KEY) else "")
     custom[MODEL_DIR_KEY] = artifact_utils.get_single_uri(output_dict[specs.MODEL_KEY])
+    if input_dict.get(contracts.SUBGRAPHS_KEY):  # sampling.where=beam: read, not sample.
+      config = contracts.decode_config(custom[contracts.CONFIG_KEY])
+      custom[contracts.CONFIG_KEY] = contracts.encode_config(config.replace(**{
+          "sampling.subgraphs_dir": artifact_utils.get_single_uri(
+              input_dict[contracts.SUBGRAPHS_KEY])}))
     super().Do(input_dict, output_dict,
                {**exec_properties, specs.CUSTOM_CONFIG_KEY: json_utils.dumps(custom)})
