@@ -123,8 +123,9 @@ class RefreshedGraph:
   def save(self) -> None:
     """Writes what `load` needs beside the tables into `graph_dir`."""
     with open(os.path.join(self.graph_dir, REFRESHED_GRAPH_FILE), "w") as f:
-      json.dump({"data_dir": self.data_dir, "through": self.through, "new_nodes": self.new_nodes, "edges": self.edges,
-                 "seconds": self.seconds}, f, indent=2)
+      json.dump({"data_dir": self.data_dir, "through": self.through,
+                 "new_nodes": self.new_nodes, "edges": self.edges, "seconds": self.seconds},
+                f, indent=2)
 
   @classmethod
   def load(cls, examples_dir: str, graph_dir: str) -> "RefreshedGraph":
