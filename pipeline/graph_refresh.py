@@ -22,6 +22,7 @@ from tfx.orchestration import metadata
 from tfx.orchestration import pipeline as tfx_pipeline
 from tfx.types import standard_artifacts
 
+from e2e_grec.components.example_gen.component import fingerprint
 from e2e_grec.components.graph_refresh.component import (RefreshedGraphBuilder,
                                                          RefreshExporter)
 from e2e_grec.config import Config
@@ -54,7 +55,8 @@ def create_pipeline(config: Config, where: pipeline_lib.Locations,
   trained = importer.Importer(source_uri=model_run, artifact_type=standard_artifacts.ModelRun
                               ).with_id("TrainedModelImporter")
   builder = RefreshedGraphBuilder(
-      model_run=trained.outputs["result"], data_dir=where.data_dir, through=through,
+      model_run=trained.outputs["result"], data_dir=where.data_dir,
+      data_fingerprint=fingerprint(where.data_dir), through=through,
       config=pipeline_lib.sections(config, BUILDER_SECTIONS))
   *validation, gate = pipeline_lib.validated(builder.outputs["examples"], where.schema_file)
   exporter = RefreshExporter(model_run=trained.outputs["result"],

@@ -130,7 +130,7 @@ def swap(setup):
     result = graph_refresh.refresh_graph(setup["model_dir"], setup["data"], setup["serving"],
                                          CONFIG)
     version = int(os.path.basename(result.version_dir))
-    for _ in range(300):
+    for _ in range(1200):  # Up to 120 s: loading a version is slow on a busy machine.
       if versions and versions[-1] == version:
         break
       stop.wait(0.1)

@@ -17,7 +17,6 @@ from tfx.types.standard_component_specs import EXAMPLES_KEY, MODEL_KEY, MODEL_RU
 
 from e2e_grec import contracts
 from e2e_grec.components import artifacts
-from e2e_grec.components.example_gen import component as example_gen
 from e2e_grec.components.graph_refresh import executor
 from e2e_grec.config import Config
 
@@ -43,13 +42,14 @@ class RefreshedGraphBuilder(base_beam_component.BaseBeamComponent):
   SPEC_CLASS = RefreshedGraphBuilderSpec
   EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.RefreshedGraphBuilderExecutor)
 
-  def __init__(self, model_run: types.BaseChannel, data_dir: str, config: Config,
-               through: str = ""):
+  def __init__(self, model_run: types.BaseChannel, data_dir: str, data_fingerprint: str,
+               config: Config, through: str = ""):
     """`config` contributes `graph.beam_args` only; the window and everything that
-    shapes the graph come from the model's own config."""
+    shapes the graph come from the model's own config. `data_fingerprint` is
+    ExampleGen's (`example_gen.component.fingerprint`)."""
     super().__init__(spec=RefreshedGraphBuilderSpec(**{
         MODEL_RUN_KEY: model_run, contracts.DATA_DIR_KEY: data_dir,
-        contracts.DATA_FINGERPRINT_KEY: example_gen.fingerprint(data_dir),
+        contracts.DATA_FINGERPRINT_KEY: data_fingerprint,
         contracts.CONFIG_KEY: contracts.encode_config(config), contracts.THROUGH_KEY: through,
         EXAMPLES_KEY: channel.Channel(type=standard_artifacts.Examples),
         contracts.GRAPH_KEY: channel.Channel(type=artifacts.Graph)}))
