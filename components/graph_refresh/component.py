@@ -6,7 +6,7 @@
 `model_run` is a training run directory (the Trainer's `ModelRun`, or an
 `e2e-grec train --out`): its config, weights and node tables. Between the two
 the pipeline validates the refreshed examples (pipeline/graph_refresh.py); the
-standard Pusher then pushes `model` as a new version, like a trained one.
+Pusher then pushes `model` as a new version, like a trained one.
 """
 from __future__ import annotations
 

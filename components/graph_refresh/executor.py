@@ -2,7 +2,7 @@
 
 Remote URIs (Kubeflow) are staged through local directories, as the other
 executors do; the model is exported under the `Model` artifact's
-`Format-Serving`, where the standard Pusher looks for it.
+`Format-Serving`, where the Pusher looks for it.
 """
 from __future__ import annotations
 
