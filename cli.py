@@ -110,14 +110,25 @@ def _refresh_graph(p):
 def _run(p):
   _data(p, "synthetic data generated under the pipeline root")
   _config_flag(p, "--out", "pipeline.root", "Pipeline root: artifacts, MLMD, logs")
+  p.add_argument("--refresh-from", default=None, metavar="RUN_OR_ROOT",
+                 help="Run the graph refresh pipeline instead: serve this trained model "
+                 "(a `train --out` directory, or a pipeline root's newest Trainer) on a "
+                 "graph rebuilt from --data, which must reach back to its training start. "
+                 "No training step runs.")
+  p.add_argument("--through", default=None, metavar="YYYY-MM-DD",
+                 help="With --refresh-from: last day of the refreshed graph (default: the "
+                 "newest day in the logs).")
 
 
 def _compile_kubeflow(p):
   p.add_argument("--out", default=None,
-                 help="Where to write the spec (default: kubeflow/e2e_grec_pipeline_<target>"
-                 ".yaml).")
+                 help="Where to write the spec (default: kubeflow/e2e_grec_pipeline_<target>, "
+                 "or e2e_grec_graph_refresh_<target>; .yaml for kfp, .json for vertex).")
   p.add_argument("--target", choices=("kfp", "vertex"), default="kfp",
                  help="kfp: open-source Kubeflow Pipelines 2.x; vertex: Vertex AI Pipelines.")
+  p.add_argument("--pipeline", choices=("training", "graph_refresh"), default="training",
+                 help="training: the full pipeline; graph_refresh: a trained run served on "
+                 "a graph of newer logs (run-time parameter model_run), no training.")
   _config_flag(p, "--image", "pipeline.kubeflow_image", "Image every component runs in")
   _config_flag(p, "--root", "pipeline.kubeflow_root",
                "Default pipeline root (remote storage); a run-time parameter too")

@@ -106,6 +106,10 @@ RUN_WEIGHTS: Final = os.path.join("weights", "model")
 # The Evaluator's comparison in the `ModelEvaluation` artifact: JSON and a table.
 EVALUATION_METRICS_FILE: Final = "metrics.json"
 EVALUATION_TABLE_FILE: Final = "metrics.md"
+# Inside each pushed version (where TF Serving ignores extra files): the
+# pushed model's eval record, so an Evaluator can compare with the served model
+# from the serving directory alone, without an MLMD resolver (open-source KFP).
+PUSHED_METRICS_FILE: Final = os.path.join("assets.extra", MODEL_METRICS_FILE)
 
 # --- Example features and the sampled subgraph --------------------------------
 
@@ -157,8 +161,12 @@ GRAPH_KEY: Final = "graph"
 SUBGRAPHS_KEY: Final = "subgraphs"
 SPLIT_KEY: Final = "split"
 SEED_NODE_SET_KEY: Final = "seed_node_set"
-# Evaluator: the optional last blessed model channel.
+# Evaluator: the optional last blessed model channel, or instead the Pusher's
+# versioned base directory to read the last pushed model's record from.
 LAST_BLESSED_MODEL_KEY: Final = "last_blessed_model"
+PUSHED_MODELS_DIR_KEY: Final = "pushed_models_dir"
+# RefreshedGraphBuilder: the last day of the refreshed graph ("" = the newest logged).
+THROUGH_KEY: Final = "through"
 
 
 def encode_config(config: config_lib.Config) -> str:

@@ -115,7 +115,9 @@ def two_stage_refresh(run_dir: str, data: str, work: str,
   """
   started = time.time()
   model = graph_refresh.TrainedModel.load(run_dir)
-  refreshed = graph_refresh.build_refreshed_graph(model, data, work, FRESH_END, config)
+  refreshed = graph_refresh.build_refreshed_graph(
+      model, data, os.path.join(work, "examples"), os.path.join(work, "graph"), FRESH_END,
+      config)
   graph_s = time.time() - started
   tables = NodeTables(refreshed.arrays)
   sampler = SubgraphSampler(SamplingIndex.load(refreshed.graph_dir), tables,
@@ -140,7 +142,7 @@ def two_stage_refresh(run_dir: str, data: str, work: str,
     values[ns] = np.concatenate([cache.values[ns] for _ in eval_days])[order]
   embedded = two_stage.EmbeddingCache(keys, values)
   return ({"model": ranker, "sampler": sampler, "tables": tables, "cache": embedded},
-          {"refresh_s": round(seconds, 2), "graph_s": round(graph_s, 2),
+          {"refresh_s": round(seconds, 2),
            "phase_s": {"graph": round(graph_s, 2), "weights": round(weights_s, 2),
                        "embeddings": round(seconds - graph_s - weights_s, 2)},
            "embedded_nodes": int(len(users) + len(videos))})
@@ -178,7 +180,6 @@ def run_arms(seed: int, data: str, work: str, stale: Inputs, fresh: Inputs) -> N
       result = quality(eval_cols, scores(fresh_model.model, fresh_model.sampler,
                                          fresh_model.tables, stale.config, eval_cols), new)
       result.update(refresh_s=round(seconds, 2), phase_s=fresh_model.report["phase_seconds"],
-                    graph_s=fresh_model.report["phase_seconds"]["graph"],
                     new_nodes=fresh_model.report["new_nodes"])
       record("refreshed", result)
   if "two_stage" in todo:
@@ -225,12 +226,14 @@ def summarize(work: str, seeds: list[int]) -> dict:
                  **{f"{subset}_{metric}": _mean_std([r[subset][metric] for r in results])
                     for subset in ("all", "new") for metric in ("mean_gauc", "mean_auc")}}
     if "refresh_s" in results[0]:
+      # Totals and phases over the same seeds: every timed result has both.
+      missing = [r["seed"] for r in results if "phase_s" not in r]
+      if missing:
+        raise ValueError(f"{work}/arms: {arm} of seed(s) {missing} has no phase_s (written "
+                         "by an older version of this benchmark); delete it and rerun")
       arms[arm]["refresh_s"] = _mean_std([r["refresh_s"] for r in results])
-      arms[arm]["graph_s"] = _mean_std([r["graph_s"] for r in results])
-      phases = [r["phase_s"] for r in results if "phase_s" in r]
-      if phases:
-        arms[arm]["phase_s"] = {k: round(float(np.mean([p[k] for p in phases])), 1)
-                                for k in phases[0]}
+      arms[arm]["phase_s"] = {k: _mean_std([r["phase_s"][k] for r in results])
+                              for k in results[0]["phase_s"]}
   return {"train_window": ["2022-04-25", STALE_END], "refresh_through": FRESH_END,
           "eval_window": ["2022-05-05", "2022-05-06"], "config": _settings(),
           "cpu_count": os.cpu_count(), "arms": arms, "checks": checks(arms)}
@@ -283,12 +286,12 @@ def markdown(summary: dict) -> str:
       lines.append(f"| {labels[arm]} | not run | | | | | |")
       continue
     a = arms[arm]
-    refresh = (f"{a['refresh_s']['mean']:.0f} (graph {a['graph_s']['mean']:.0f})"
+    refresh = (f"{a['refresh_s']['mean']:.0f} (graph {a['phase_s']['graph']['mean']:.0f})"
                if "refresh_s" in a else "")
     lines.append(f"| {labels[arm]} | {len(a['seeds'])} | {fmt(a['all_mean_gauc'])} | "
                  f"{fmt(a['all_mean_auc'])} | {fmt(a['new_mean_gauc'])} | "
                  f"{fmt(a['new_mean_auc'])} | {refresh} |")
-  phases = [f"{labels[arm].split(' ')[0]} " + ", ".join(f"{k} {v:.0f} s" for k, v in
+  phases = [f"{labels[arm].split(' ')[0]} " + ", ".join(f"{k} {v['mean']:.0f} s" for k, v in
                                                        arms[arm]["phase_s"].items())
             for arm in ARMS if "phase_s" in arms.get(arm, {})]
   if phases:

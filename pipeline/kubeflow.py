@@ -7,6 +7,10 @@ Two targets, compiled by TFX's `KubeflowV2DagRunner` (KFP pipeline spec 2.1):
   nodes, so the LatestBlessedModelResolver is left out (pipeline.py).
 - `vertex`: Vertex AI Pipelines. TFX's PipelineJob JSON, with the resolver.
 
+Two pipelines: `training` (pipeline.py) and `graph_refresh`
+(graph_refresh.py: no training; the trained run directory is the run-time
+parameter `model_run`).
+
 Every component runs in `pipeline.kubeflow_image` (kubeflow/Dockerfile), whose
 package directory is `IMAGE_PACKAGE_DIR`, with the CPU, memory and GPUs of the
 `resources` config section. The data directory is a run-time parameter
@@ -26,26 +30,30 @@ from typing import Any
 
 import yaml
 from kfp.pipeline_spec import pipeline_spec_pb2
+from tfx.dsl.components.common import importer, resolver
 from tfx.orchestration import data_types
 from tfx.orchestration import pipeline as tfx_pipeline
 from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
 
 from e2e_grec import contracts
 from e2e_grec.config import Config, ResourcesConfig
+from e2e_grec.pipeline import graph_refresh
 from e2e_grec.pipeline import pipeline as pipeline_lib
 
 # Where kubeflow/Dockerfile installs the package inside the image.
 IMAGE_PACKAGE_DIR = "/e2e_grec"
 # target -> (whether the orchestrator implements TFX resolvers, spec file suffix).
 TARGETS = {"kfp": (False, "yaml"), "vertex": (True, "json")}
+# pipeline -> the stem of its default spec file name.
+PIPELINES = {"training": "e2e_grec_pipeline", "graph_refresh": "e2e_grec_graph_refresh"}
 DATA_DIR_PARAMETER = "data_dir"
 # Components whose `data_dir` exec property is the run-time data directory.
-DATA_READERS = ("ExampleGen", "GraphBuilder")
+DATA_READERS = ("ExampleGen", "GraphBuilder", "RefreshedGraphBuilder")
 ResourceSpec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec
 
 
-def default_out(target: str) -> str:
-  return os.path.join("kubeflow", f"e2e_grec_pipeline_{target}.{TARGETS[target][1]}")
+def default_out(target: str, pipeline: str = "training") -> str:
+  return os.path.join("kubeflow", f"{PIPELINES[pipeline]}_{target}.{TARGETS[target][1]}")
 
 
 def locations(config: Config) -> pipeline_lib.Locations:
@@ -78,13 +86,22 @@ def resource_spec(resources: ResourcesConfig, component_id: str, target: str) ->
   return spec
 
 
-def create_pipeline(config: Config, target: str) -> tfx_pipeline.Pipeline:
-  """The pipeline for `target`, with its run-time data parameter and pod resources."""
+def create_pipeline(config: Config, target: str,
+                    pipeline: str = "training") -> tfx_pipeline.Pipeline:
+  """`pipeline` for `target`, with its run-time parameters and pod resources."""
   if target not in TARGETS:
     raise ValueError(f"unknown Kubeflow target {target!r}; one of {', '.join(TARGETS)}")
+  if pipeline not in PIPELINES:
+    raise ValueError(f"unknown pipeline {pipeline!r}; one of {', '.join(PIPELINES)}")
   where = locations(config)
-  pipeline = pipeline_lib.create_pipeline(config, where,
-                                          resolve_last_blessed=TARGETS[target][0])
+  if pipeline == "graph_refresh":
+    pipeline = graph_refresh.create_pipeline(config, where, data_types.RuntimeParameter(
+        name=graph_refresh.MODEL_RUN_PARAMETER, ptype=str,
+        description="The trained run directory to refresh: a Trainer's ModelRun URI "
+        "(config.yaml, weights/, node_tables.npz)"))
+  else:
+    pipeline = pipeline_lib.create_pipeline(config, where,
+                                            resolve_last_blessed=TARGETS[target][0])
   data_dir = data_types.RuntimeParameter(
       name=DATA_DIR_PARAMETER, ptype=str, default=where.data_dir,
       description="KuaiRand-layout data directory the pods can read (for a spec compiled "
@@ -94,15 +111,17 @@ def create_pipeline(config: Config, target: str) -> tfx_pipeline.Pipeline:
       # Set after construction: the components take a path, and compute a local
       # fingerprint from it that is empty for remote data anyway.
       component.exec_properties[DATA_DIR_PARAMETER] = data_dir
-    if not component.id.startswith("LatestBlessedModelResolver"):
+    if not isinstance(component, (resolver.Resolver, importer.Importer)):
       component.with_platform_config(resource_spec(config.resources, component.id, target))
   return pipeline
 
 
-def compile_pipeline(config: Config, target: str = "kfp", out: str | None = None) -> str:
-  """Writes the spec of `target` to `out` (default `default_out(target)`); returns the path."""
-  pipeline = create_pipeline(config, target)
-  out = out or default_out(target)
+def compile_pipeline(config: Config, target: str = "kfp", out: str | None = None,
+                     pipeline: str = "training") -> str:
+  """Writes the spec of `pipeline` for `target` to `out` (default `default_out`);
+  returns the path."""
+  out = out or default_out(target, pipeline)
+  pipeline = create_pipeline(config, target, pipeline)
   defaults = {DATA_DIR_PARAMETER: locations(config).data_dir}
   with tempfile.TemporaryDirectory() as scratch:
     job = kubeflow_v2_dag_runner.KubeflowV2DagRunner(
@@ -154,10 +173,14 @@ def submit(spec_file: str, host: str, arguments: dict[str, str],
 
 
 def command(args: argparse.Namespace, config: Config) -> int:
-  """`e2e-grec compile-kubeflow [--target kfp|vertex] [--image I] [--root R] [--out FILE]`."""
-  out = compile_pipeline(config, args.target, args.out)
+  """`e2e-grec compile-kubeflow [--target kfp|vertex] [--pipeline training|graph_refresh]
+  [--image I] [--root R] [--out FILE]`."""
+  out = compile_pipeline(config, args.target, args.out, args.pipeline)
   where = locations(config)
-  print(f"wrote the {args.target} pipeline spec {out}\n"
+  model_run = (f"  trained run    run-time parameter {graph_refresh.MODEL_RUN_PARAMETER} "
+               "(required)\n" if args.pipeline == "graph_refresh" else "")
+  print(f"wrote the {args.target} {args.pipeline} pipeline spec {out}\n"
+        f"{model_run}"
         f"  image          {config.pipeline.kubeflow_image}\n"
         f"  pipeline root  {where.root} (run argument pipeline_root)\n"
         f"  data           "

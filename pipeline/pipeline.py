@@ -11,7 +11,8 @@ trainer's memory.
 
 The resolver node exists where the orchestrator implements TFX resolvers (the
 LocalDagRunner, Vertex AI Pipelines); open-source Kubeflow Pipelines has none,
-so there the Evaluator compares with the baseline trained in the same run.
+so there the Evaluator reads the last blessed model's eval record from the
+newest version the Pusher wrote (components/pusher leaves it in each version).
 
 Each custom component gets the resolved config as a YAML exec property holding
 only the sections it reads (the others at their defaults): changing, say,
@@ -24,7 +25,7 @@ import dataclasses
 import hashlib
 import os
 
-from tfx.components import ExampleValidator, Pusher, StatisticsGen
+from tfx.components import ExampleValidator, StatisticsGen
 from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
 from tfx.dsl.components.common import resolver
 from tfx.dsl.input_resolution.strategies import latest_blessed_model_strategy
@@ -40,6 +41,7 @@ from e2e_grec.components.beam_subgraph_sampler.component import (PER_EXAMPLE,
 from e2e_grec.components.evaluator.component import Evaluator
 from e2e_grec.components.example_gen.component import ExampleGen
 from e2e_grec.components.graph_builder.component import GraphBuilder
+from e2e_grec.components.pusher.component import Pusher
 from e2e_grec.components.trainer.component import Trainer
 from e2e_grec.config import Config
 
@@ -88,20 +90,37 @@ def sections(config: Config, names: tuple[str, ...]) -> Config:
   return Config().replace(**{name: getattr(config, name) for name in names})
 
 
+def validated(examples: channel.BaseChannel, schema_file: str) -> list:
+  """StatisticsGen, ImportSchemaGen, ExampleValidator and the AnomaliesGate that
+  stops the run when `examples` do not match the schema (last in the list)."""
+  statistics_gen = StatisticsGen(examples=examples)
+  schema_gen = ImportSchemaGen(schema_file=schema_file)
+  example_validator = ExampleValidator(
+      statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
+  return [statistics_gen, schema_gen, example_validator,
+          AnomaliesGate(anomalies=example_validator.outputs["anomalies"],
+                        schema_source=schema_file)]
+
+
+def pushing(model: channel.BaseChannel, pushed_models_dir: str,
+            model_blessing: channel.BaseChannel | None = None) -> Pusher:
+  """The Pusher of `model` into the versioned `pushed_models_dir`."""
+  return Pusher(model=model, model_blessing=model_blessing,
+                push_destination=pusher_pb2.PushDestination(
+                    filesystem=pusher_pb2.PushDestination.Filesystem(
+                        base_directory=pushed_models_dir)))
+
+
 def create_pipeline(config: Config, where: Locations,
                     resolve_last_blessed: bool = True) -> tfx_pipeline.Pipeline:
   """The DAG of the module docstring for `config`, reading and writing at `where`.
 
-  `resolve_last_blessed=False` leaves out the LatestBlessedModelResolver.
+  `resolve_last_blessed=False` leaves out the LatestBlessedModelResolver: the
+  Evaluator then reads the last blessed model from the pushed versions.
   """
   example_gen = ExampleGen(data_dir=where.data_dir, synthetic=where.synthetic,
                            config=sections(config, EXAMPLE_GEN_SECTIONS))
-  statistics_gen = StatisticsGen(examples=example_gen.outputs["examples"])
-  schema_gen = ImportSchemaGen(schema_file=where.schema_file)
-  example_validator = ExampleValidator(
-      statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
-  gate = AnomaliesGate(anomalies=example_validator.outputs["anomalies"],
-                       schema_source=where.schema_file)
+  *validation, gate = validated(example_gen.outputs["examples"], where.schema_file)
 
   graph_builder = GraphBuilder(examples=example_gen.outputs["examples"],
                                config=sections(config, GRAPH_SECTIONS))
@@ -112,47 +131,43 @@ def create_pipeline(config: Config, where: Locations,
   # rerun resumes a killed training from its checkpoints.
   resume = (lambda node_id: "" if "://" in where.root
             else os.path.join(os.path.abspath(where.root), TRAINER_RUNS_DIR, node_id))
-  trainer = Trainer(examples=example_gen.outputs["examples"], graph=graph_builder.outputs["graph"],
-                    config=trainer_config, mode=config.model.mode,
-                    resume_root=resume("Trainer"))
-  baseline_graph = (None if config.eval.baseline_mode == "no_graph"
-                    else graph_builder.outputs["graph"])
-  baseline_trainer = Trainer(examples=example_gen.outputs["examples"], graph=baseline_graph,
-                             config=trainer_config, mode=config.eval.baseline_mode,
-                             resume_root=resume("BaselineTrainer")).with_id("BaselineTrainer")
-  baseline_trainer.add_upstream_node(gate)
-  beam_sampling = []
+  beam_sampling, subgraphs = [], None
   if config.sampling.where == "beam":
     beam_sampling = [BeamSubgraphSampler(
         graph=graph_builder.outputs["graph"], examples=example_gen.outputs["examples"],
         config=sections(config, BEAM_SAMPLER_SECTIONS), seed_node_set=PER_EXAMPLE)]
-    # Ordering only until the Trainer takes a `subgraphs` channel: the trainers
-    # read the output through `sampling.subgraphs_dir`.
-    for graph_trainer in [trainer] + ([baseline_trainer] if baseline_graph is not None else []):
-      graph_trainer.add_upstream_node(beam_sampling[0])
+    subgraphs = beam_sampling[0].outputs[contracts.SUBGRAPHS_KEY]
+  trainer = Trainer(examples=example_gen.outputs["examples"], graph=graph_builder.outputs["graph"],
+                    subgraphs=subgraphs, config=trainer_config, mode=config.model.mode,
+                    resume_root=resume("Trainer"))
+  baseline_graph = (None if config.eval.baseline_mode == "no_graph"
+                    else graph_builder.outputs["graph"])
+  baseline_trainer = Trainer(examples=example_gen.outputs["examples"], graph=baseline_graph,
+                             subgraphs=subgraphs if baseline_graph is not None else None,
+                             config=trainer_config, mode=config.eval.baseline_mode,
+                             resume_root=resume("BaselineTrainer")).with_id("BaselineTrainer")
+  baseline_trainer.add_upstream_node(gate)
 
   last_blessed = [resolver.Resolver(
       strategy_class=latest_blessed_model_strategy.LatestBlessedModelStrategy,
       model=channel.Channel(type=standard_artifacts.Model),
       model_blessing=channel.Channel(type=standard_artifacts.ModelBlessing),
   ).with_id("LatestBlessedModelResolver")] if resolve_last_blessed else []
+  pushed_models_dir = os.path.join(where.serving_dir, config.serving.model_name)
   evaluator = Evaluator(model=trainer.outputs["model"],
                         baseline_model=baseline_trainer.outputs["model"],
                         last_blessed_model=(last_blessed[0].outputs["model"] if last_blessed
                                             else None),
+                        pushed_models_dir=None if last_blessed else pushed_models_dir,
                         config=sections(config, EVALUATOR_SECTIONS))
-  pusher = Pusher(
-      model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
-      push_destination=pusher_pb2.PushDestination(
-          filesystem=pusher_pb2.PushDestination.Filesystem(
-              base_directory=os.path.join(where.serving_dir, config.serving.model_name))))
+  pusher = pushing(trainer.outputs["model"], pushed_models_dir,
+                   model_blessing=evaluator.outputs["blessing"])
 
   return tfx_pipeline.Pipeline(
       pipeline_name=config.pipeline.name,
       pipeline_root=where.root,
-      components=[example_gen, statistics_gen, schema_gen, example_validator, gate,
-                  graph_builder, *beam_sampling, baseline_trainer, trainer, *last_blessed,
-                  evaluator, pusher],
+      components=[example_gen, *validation, gate, graph_builder, *beam_sampling,
+                  baseline_trainer, trainer, *last_blessed, evaluator, pusher],
       enable_cache=config.pipeline.enable_cache,
       metadata_connection_config=(
           metadata.sqlite_metadata_connection_config(where.metadata_path)

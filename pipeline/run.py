@@ -6,6 +6,10 @@ metrics table and where everything is. TFX's and Beam's own logging goes to
 `<root>/logs/run-*.log`. Reruns reuse TFX's cache: a run killed midway reruns
 only what did not finish, and the executions it left RUNNING are marked
 abandoned. One run at a time per root: a second one stops at once (`run.lock`).
+
+`--refresh-from RUN_OR_ROOT` runs the graph refresh pipeline instead
+(pipeline/graph_refresh.py): the trained model of a training run directory, or
+the newest Trainer's of a pipeline root, served on a graph of newer logs.
 """
 from __future__ import annotations
 
@@ -29,8 +33,10 @@ from tfx.dsl.components.common import resolver
 from tfx.orchestration import metadata
 from tfx.orchestration.local import local_dag_runner
 
+from e2e_grec import config as config_lib
 from e2e_grec import contracts
 from e2e_grec.config import Config
+from e2e_grec.pipeline import graph_refresh
 from e2e_grec.pipeline import pipeline as pipeline_lib
 
 METADATA_FILE = "metadata.sqlite"
@@ -288,9 +294,30 @@ def latest_executions(metadata_path: str, pipeline_name: str,
   return result
 
 
-def run(config: Config, out: TextIO = sys.stdout) -> RunResult:
-  """Runs the pipeline at `config.pipeline.root`; raises PipelineFailed naming the
-  component, or RootInUse if another run holds the root."""
+def trained_run_dir(run_or_root: str) -> str:
+  """The training run directory to refresh: `run_or_root` itself, or, for a
+  pipeline root, the ModelRun of its newest Trainer execution."""
+  metadata_path = os.path.join(run_or_root, METADATA_FILE)
+  if not os.path.exists(metadata_path):
+    if not os.path.exists(os.path.join(run_or_root, contracts.RUN_CONFIG_FILE)):
+      raise FileNotFoundError(f"{run_or_root} is neither a training run directory (no "
+                              f"{contracts.RUN_CONFIG_FILE}) nor a pipeline root (no "
+                              f"{METADATA_FILE})")
+    return os.path.abspath(run_or_root)
+  name = config_lib.load(os.path.join(run_or_root, contracts.RUN_CONFIG_FILE)).pipeline.name
+  trainer = latest_executions(metadata_path, name, ["Trainer"]).get("Trainer")
+  if trainer is None or trainer.state not in ("ran", "cached"):
+    raise FileNotFoundError(f"the pipeline root {run_or_root} has no completed Trainer "
+                            f"execution of pipeline {name!r} to refresh")
+  return trainer.uri("model_run")
+
+
+def run(config: Config, out: TextIO = sys.stdout, refresh_from: str | None = None,
+        through: str = "") -> RunResult:
+  """Runs the pipeline at `config.pipeline.root`, or with `refresh_from` (a training
+  run directory or pipeline root) the graph refresh pipeline through `through`;
+  raises PipelineFailed naming the component, or RootInUse if another run holds
+  the root."""
   root = os.path.abspath(config.pipeline.root)
   config = config.replace(**{"pipeline.root": root,
                              "pipeline.serving_dir": os.path.abspath(config.pipeline.serving_dir)})
@@ -298,20 +325,25 @@ def run(config: Config, out: TextIO = sys.stdout) -> RunResult:
                                  schema_file=pipeline_lib.default_schema_file(),
                                  metadata_path=os.path.join(root, METADATA_FILE))
   os.makedirs(os.path.join(root, "logs"), exist_ok=True)
-  pipeline = pipeline_lib.create_pipeline(config, where)
+  if refresh_from:
+    pipeline = graph_refresh.create_pipeline(config, where, trained_run_dir(refresh_from),
+                                             through)
+  else:
+    pipeline = pipeline_lib.create_pipeline(config, where)
+  pipeline_name = pipeline.pipeline_info.pipeline_name
   node_ids = [c.id for c in pipeline.components]
   with root_lock(root):
     config.save(os.path.join(root, contracts.RUN_CONFIG_FILE))
     log_file = os.path.join(
         root, "logs", f"run-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}.log")
-    print(f"Running pipeline {config.pipeline.name!r} on "
+    print(f"Running pipeline {pipeline_name!r} on "
           f"{'synthetic data' if where.synthetic else where.data_dir}\n"
           f"  root {root}\n  log  {log_file}", file=out, flush=True)
-    abandoned = abandon_dead_executions(where.metadata_path, config.pipeline.name, node_ids,
+    abandoned = abandon_dead_executions(where.metadata_path, pipeline_name, node_ids,
                                         "its run died (found RUNNING by a later run)")
     if abandoned:
       print(f"  marked abandoned (their run died): {', '.join(abandoned)}", file=out)
-    progress = Progress(where.metadata_path, config.pipeline.name, node_ids,
+    progress = Progress(where.metadata_path, pipeline_name, node_ids,
                         {c.id for c in pipeline.components
                          if isinstance(c, resolver.Resolver)}, out)
     with _logging_to(log_file):
@@ -325,15 +357,13 @@ def run(config: Config, out: TextIO = sys.stdout) -> RunResult:
                              node.seconds if node else 0.0, log_file, error) from error
       except KeyboardInterrupt:
         progress.fail("interrupted")
-        abandon_dead_executions(where.metadata_path, config.pipeline.name, node_ids,
-                                "interrupted")
+        abandon_dead_executions(where.metadata_path, pipeline_name, node_ids, "interrupted")
         raise
     progress.finish()
   return RunResult(root=root, log_file=log_file,
                    serving_dir=os.path.join(where.serving_dir, config.serving.model_name),
                    nodes=list(progress.nodes.values()),
-                   executions=latest_executions(where.metadata_path, config.pipeline.name,
-                                                node_ids))
+                   executions=latest_executions(where.metadata_path, pipeline_name, node_ids))
 
 
 def latest_version(serving_dir: str) -> str | None:
@@ -394,7 +424,8 @@ def summary(result: RunResult) -> str:
 
 
 def command(args: argparse.Namespace, config: Config) -> int:
-  """`e2e-grec run [--data DIR|synthetic] [--out ROOT]` (--out is pipeline.root)."""
+  """`e2e-grec run [--data DIR|synthetic] [--out ROOT] [--refresh-from RUN_OR_ROOT
+  [--through YYYY-MM-DD]]` (--out is pipeline.root)."""
   if args.data:
     config = config.replace(**{"data.data_dir": "" if args.data == "synthetic"
                                else os.path.abspath(args.data)})
@@ -404,7 +435,7 @@ def command(args: argparse.Namespace, config: Config) -> int:
           "in the KuaiRand-Pure layout, or --data synthetic)", file=sys.stderr)
     return 2
   try:
-    result = run(config)
+    result = run(config, refresh_from=args.refresh_from, through=args.through or "")
   except RootInUse as error:
     print(f"e2e-grec run: {error}", file=sys.stderr)
     return 1

@@ -25,6 +25,10 @@ What a refresh does (no training step runs):
    directories) picks it up like any pushed version, and nothing else in
    `out_dir` is touched, whatever fails.
 
+The TFX form (`e2e-grec run --refresh-from`, pipeline/graph_refresh.py) runs
+steps 1-3 (`build_refreshed_graph`) and 4 (`export_refreshed`) as two
+components with the schema gate between them, and the Pusher does step 5.
+
 The leakage rule is the sampler's and holds unchanged: a request on day D sees
 only edges dated before D, so an interaction of day d added by the refresh is
 visible to requests from day d + 1 on, never on day d or before.
@@ -38,7 +42,7 @@ import logging
 import os
 import shutil
 import time
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import e2e_grec  # noqa: F401  (legacy Keras before TensorFlow)
 import numpy as np
@@ -60,6 +64,8 @@ from e2e_grec.serving import export
 
 # Written into each refreshed version, where TF Serving ignores extra files.
 REPORT_FILE = os.path.join("assets.extra", "refresh_report.json")
+# Beside the refreshed graph: what `RefreshedGraph.load` needs besides the tables.
+REFRESHED_GRAPH_FILE = "refreshed_graph.json"
 STAGING_PREFIX = ".refresh-"
 # `prepare` needs an eval window after the training one; with no `through`
 # the training window is open-ended, so the newest day of the logs ends it.
@@ -104,13 +110,32 @@ class TrainedModel:
 
 @dataclasses.dataclass(frozen=True)
 class RefreshedGraph:
-  """The extended node tables and the graph through `through` (a work directory)."""
+  """The extended node tables (in `examples_dir`) and the graph through `through`."""
   examples_dir: str
   graph_dir: str
   arrays: dict[str, np.ndarray]
+  data_dir: str
   through: str
   new_nodes: dict[str, int]
   edges: dict[str, int]
+  seconds: float
+
+  def save(self) -> None:
+    """Writes what `load` needs beside the tables into `graph_dir`."""
+    with open(os.path.join(self.graph_dir, REFRESHED_GRAPH_FILE), "w") as f:
+      json.dump({"data_dir": self.data_dir, "through": self.through,
+                 "new_nodes": self.new_nodes, "edges": self.edges, "seconds": self.seconds},
+                f, indent=2)
+
+  @classmethod
+  def load(cls, examples_dir: str, graph_dir: str) -> "RefreshedGraph":
+    path = os.path.join(graph_dir, REFRESHED_GRAPH_FILE)
+    if not os.path.exists(path):
+      raise RefreshError(f"{path} is missing: {graph_dir} is not a refreshed graph")
+    with open(path) as f:
+      saved = json.load(f)
+    return cls(examples_dir, graph_dir, node_tables_lib.load_arrays(
+        os.path.join(examples_dir, contracts.NODE_TABLES_FILE)), **saved)
 
 
 @dataclasses.dataclass
@@ -154,15 +179,19 @@ def _check_fits(trained: TrainedModel, arrays: Mapping[str, np.ndarray]) -> None
                          "model is missing from the refreshed tables")
 
 
-def build_refreshed_graph(trained: TrainedModel, data_dir: str, work_dir: str,
-                          through: str | None, config: config_lib.Config) -> RefreshedGraph:
-  """Steps 1-3 of the module docstring, into `work_dir` (examples/, graph/)."""
+def build_refreshed_graph(trained: TrainedModel, data_dir: str, examples_dir: str,
+                          graph_dir: str, through: str | None, config: config_lib.Config,
+                          beam_args: Sequence[str] = ()) -> RefreshedGraph:
+  """Steps 1-3 of the module docstring, into `examples_dir` and `graph_dir`.
+
+  `beam_args` are applied after `config.graph.beam_args` (a pipeline's own).
+  """
+  started = time.time()
   trained_end = day_of(trained.config.data.train_end)
   if through is not None and day_of(through) <= trained_end:
     raise RefreshError(f"refresh window is empty: through={through} is not after the "
                        f"model's training window, which ends {trained.config.data.train_end}")
   window = window_config(trained.config, data_dir, through, config)
-  examples_dir = os.path.join(work_dir, "examples")
   report = prepare_lib.prepare(window, data_dir, examples_dir)
   last_day = report.splits[contracts.TRAIN_SPLIT]["last_day"]
   if day_of(last_day) <= trained_end:
@@ -184,12 +213,14 @@ def build_refreshed_graph(trained: TrainedModel, data_dir: str, work_dir: str,
   _check_fits(trained, arrays)
   node_tables_lib.save_arrays(os.path.join(examples_dir, contracts.NODE_TABLES_FILE), arrays)
 
-  graph_dir = os.path.join(work_dir, "graph")
-  manifest = builder.build_graph(window, examples_dir, graph_dir)
+  manifest = builder.build_graph(window, examples_dir, graph_dir, beam_args=beam_args)
   new_nodes = {ns: int(len(arrays[f"{ns}/ids"]) - len(trained.arrays[f"{ns}/ids"]))
                for ns in contracts.NODE_SETS if f"{ns}/ids" in trained.arrays}
-  return RefreshedGraph(examples_dir, graph_dir, arrays, last_day, new_nodes,
-                        {name: es.edges for name, es in manifest.edge_sets.items()})
+  refreshed = RefreshedGraph(examples_dir, graph_dir, arrays, data_dir, last_day, new_nodes,
+                             {name: es.edges for name, es in manifest.edge_sets.items()},
+                             round(time.time() - started, 2))
+  refreshed.save()
+  return refreshed
 
 
 def _built_model(tables: NodeTables, config: config_lib.Config,
@@ -268,6 +299,37 @@ def transplant(trained: TrainedModel, arrays: Mapping[str, np.ndarray],
   return new
 
 
+def export_refreshed(trained: TrainedModel, refreshed: RefreshedGraph,
+                     config: config_lib.Config, saved_model_dir: str,
+                     version: int | None = None) -> Refresh:
+  """Step 4, and the SavedModel with its report (`REPORT_FILE`) at `saved_model_dir`.
+
+  `config` contributes `serving` and `export` only; `version` is recorded in
+  the report when the caller knows it (the Pusher picks its own).
+  """
+  started = time.time()
+  tables = NodeTables(refreshed.arrays)
+  sampler = SubgraphSampler(SamplingIndex.load(refreshed.graph_dir), tables,
+                            trained.config.sampling)
+  model = transplant(trained, refreshed.arrays, sampler)
+  seconds = {"graph": refreshed.seconds, "weights": time.time() - started}
+  serving_config = trained.config.replace(serving=dataclasses.asdict(config.serving),
+                                          export=dataclasses.asdict(config.export))
+  export.export_saved_model(model, sampler, tables, serving_config, saved_model_dir)
+  seconds["export"] = time.time() - started - seconds["weights"]
+  report = {
+      "model_dir": trained.model_dir, "data_dir": refreshed.data_dir, "version": version,
+      "trained_through": trained.config.data.train_end,
+      "graph_window": [trained.config.data.train_start, refreshed.through],
+      "new_nodes": refreshed.new_nodes, "edges": refreshed.edges,
+      "phase_seconds": {k: round(v, 2) for k, v in seconds.items()},
+      "seconds": round(sum(seconds.values()), 2)}
+  os.makedirs(os.path.join(saved_model_dir, os.path.dirname(REPORT_FILE)), exist_ok=True)
+  with open(os.path.join(saved_model_dir, REPORT_FILE), "w") as f:
+    json.dump(report, f, indent=2)
+  return Refresh(saved_model_dir, report, model, sampler, tables)
+
+
 def refresh_graph(model_dir: str, data_dir: str, out_dir: str, config: config_lib.Config,
                   through: str | None = None) -> Refresh:
   """Refreshes the graph of a trained model and exports it as a new version.
@@ -284,43 +346,25 @@ def refresh_graph(model_dir: str, data_dir: str, out_dir: str, config: config_li
     The new version's directory, its report (also in `assets.extra/`) and the
     in-process model, sampler and tables it serves.
   """
-  started = time.time()
-  trained = TrainedModel.load(model_dir)
+  trained = TrainedModel.load(os.path.abspath(model_dir))
   os.makedirs(out_dir, exist_ok=True)
   version = export.next_version(out_dir)
   staging = os.path.join(out_dir, f"{STAGING_PREFIX}{version}")
   try:
-    refreshed = build_refreshed_graph(trained, data_dir, os.path.join(staging, "work"),
-                                      through, config)
-    seconds = {"graph": time.time() - started}
-    tables = NodeTables(refreshed.arrays)
-    sampler = SubgraphSampler(SamplingIndex.load(refreshed.graph_dir), tables,
-                              trained.config.sampling)
-    model = transplant(trained, refreshed.arrays, sampler)
-    seconds["weights"] = time.time() - started - seconds["graph"]
-    serving_config = trained.config.replace(serving=dataclasses.asdict(config.serving),
-                                            export=dataclasses.asdict(config.export))
-    saved_model = os.path.join(staging, "saved_model")
-    export.export_saved_model(model, sampler, tables, serving_config, saved_model)
-    seconds["export"] = time.time() - started - seconds["graph"] - seconds["weights"]
-    report = {
-        "model_dir": os.path.abspath(model_dir), "data_dir": os.path.abspath(data_dir),
-        "version": version, "trained_through": trained.config.data.train_end,
-        "graph_window": [trained.config.data.train_start, refreshed.through],
-        "new_nodes": refreshed.new_nodes, "edges": refreshed.edges,
-        "phase_seconds": {k: round(v, 2) for k, v in seconds.items()},
-        "seconds": round(time.time() - started, 2)}
-    os.makedirs(os.path.join(saved_model, os.path.dirname(REPORT_FILE)), exist_ok=True)
-    with open(os.path.join(saved_model, REPORT_FILE), "w") as f:
-      json.dump(report, f, indent=2)
+    work = os.path.join(staging, "work")
+    refreshed = build_refreshed_graph(trained, os.path.abspath(data_dir),
+                                      os.path.join(work, "examples"),
+                                      os.path.join(work, "graph"), through, config)
+    result = export_refreshed(trained, refreshed, config,
+                              os.path.join(staging, "saved_model"), version)
     version_dir = os.path.join(out_dir, str(version))
-    os.rename(saved_model, version_dir)  # Atomic: the server never sees half a version.
+    os.rename(result.version_dir, version_dir)  # Atomic: never half a version.
   finally:
     shutil.rmtree(staging, ignore_errors=True)
   logging.info("refresh: version %d in %s, graph through %s, new nodes %s, %.1f s",
                version, version_dir, refreshed.through, refreshed.new_nodes,
-               report["seconds"])
-  return Refresh(version_dir, report, model, sampler, tables)
+               result.report["seconds"])
+  return dataclasses.replace(result, version_dir=version_dir)
 
 
 def command(args: argparse.Namespace, config: config_lib.Config) -> int:

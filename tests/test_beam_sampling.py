@@ -190,6 +190,9 @@ def test_dag_with_where_beam_runs_the_sampler_before_the_graph_trainers(tmp_path
   assert {n.id for n in sampler.upstream_nodes} == {"GraphBuilder", "ExampleGen"}
   feeds = {n.id for n in sampler.downstream_nodes}
   assert "Trainer" in feeds and ("BaselineTrainer" in feeds) == (baseline_mode != "no_graph")
+  # The trainers take the subgraphs as their input channel, not by ordering only.
+  subgraphs = sampler.outputs[contracts.SUBGRAPHS_KEY]
+  assert nodes["Trainer"].inputs[contracts.SUBGRAPHS_KEY] is subgraphs
   trainer_only = config_lib.Config()
   nodes = pipeline_lib.create_pipeline(
       trainer_only, pipeline_lib.locations(trainer_only, str(tmp_path), str(tmp_path / "s"),

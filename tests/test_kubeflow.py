@@ -19,6 +19,10 @@ IMAGE = "registry.example.com/team/e2e-grec:test"
 COMPONENTS = {"ExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
               "AnomaliesGate", "GraphBuilder", "Trainer", "BaselineTrainer", "Evaluator",
               "Pusher"}
+REFRESH_COMPONENTS = {"TrainedModelImporter", "RefreshedGraphBuilder", "StatisticsGen",
+                      "ImportSchemaGen", "ExampleValidator", "AnomaliesGate",
+                      "RefreshExporter", "Pusher"}
+PUSHER_EXECUTOR = "e2e_grec.components.pusher.executor.Executor"
 OVERRIDES = [
     "pipeline.kubeflow_root=gs://bucket/root", "data.data_dir=gs://bucket/kuairand",
     "train.epochs=3", "eval.blessing_margin=0.002", "resources.gpus={Trainer: 1}",
@@ -38,6 +42,16 @@ def specs(tmp_path_factory):
   with open(paths["vertex"]) as f:
     vertex_spec = json.load(f)["pipelineSpec"]
   return paths, {"kfp": kfp_spec, "vertex": vertex_spec}
+
+
+@pytest.fixture(scope="module")
+def refresh_spec(tmp_path_factory):
+  """The graph refresh pipeline compiled for KFP through the CLI."""
+  path = str(tmp_path_factory.mktemp("kfp_refresh") / "refresh.yaml")
+  assert cli.main(["compile-kubeflow", "--pipeline", "graph_refresh", "--out", path,
+                   "--image", IMAGE] + [f"--set={o}" for o in OVERRIDES]) == 0
+  with open(path) as f:
+    return path, yaml.safe_load(f)
 
 
 def _tasks(spec):
@@ -111,7 +125,7 @@ def test_artifacts_are_wired_between_the_right_components(specs, target):
 
 def test_parameters_carry_the_config_and_the_run_time_data_dir(specs):
   tasks = _tasks(specs[1]["kfp"])
-  for name in kubeflow.DATA_READERS:  # the run-time parameter, not a constant
+  for name in ("ExampleGen", "GraphBuilder"):  # the run-time parameter, not a constant
     assert tasks[name]["inputs"]["parameters"]["data_dir"] == {
         "componentInputParameter": "data_dir"}
   assert _parameter(tasks["ImportSchemaGen"], "schema_file") == os.path.join(
@@ -128,15 +142,57 @@ def test_parameters_carry_the_config_and_the_run_time_data_dir(specs):
   assert destination["filesystem"]["base_directory"] == "gs://bucket/root/serving/e2e_grec"
 
 
+@pytest.mark.parametrize("pipeline", sorted(kubeflow.PIPELINES))
 @pytest.mark.parametrize("target", ["kfp", "vertex"])
-def test_committed_spec_is_the_compiled_default(tmp_path, target):
-  """kubeflow/e2e_grec_pipeline_<target>.* is what `e2e-grec compile-kubeflow` writes."""
-  out = str(tmp_path / os.path.basename(kubeflow.default_out(target)))
-  kubeflow.compile_pipeline(config_lib.Config(), target, out)
-  with open(out) as fresh, open(os.path.join(REPO, kubeflow.default_out(target))) as committed:
+def test_committed_spec_is_the_compiled_default(tmp_path, target, pipeline):
+  """kubeflow/<pipeline>_<target>.* is what `e2e-grec compile-kubeflow` writes."""
+  committed_path = kubeflow.default_out(target, pipeline)
+  out = str(tmp_path / os.path.basename(committed_path))
+  kubeflow.compile_pipeline(config_lib.Config(), target, out, pipeline)
+  with open(out) as fresh, open(os.path.join(REPO, committed_path)) as committed:
     assert fresh.read() == committed.read(), (
-        f"{kubeflow.default_out(target)} is stale: rerun `e2e-grec compile-kubeflow "
-        f"--target {target}`")
+        f"{committed_path} is stale: rerun `e2e-grec compile-kubeflow --target {target} "
+        f"--pipeline {pipeline}`")
+
+
+def test_kfp_evaluator_reads_the_last_blessed_model_from_the_pushed_versions(specs):
+  """No resolver on KFP: the Evaluator gets the Pusher's directory instead, and
+  the Pusher leaves each version's eval record there."""
+  kfp_tasks, vertex_tasks = (_tasks(specs[1][target]) for target in ("kfp", "vertex"))
+  assert _parameter(kfp_tasks["Evaluator"], "pushed_models_dir") == (
+      "gs://bucket/root/serving/e2e_grec")
+  assert "pushed_models_dir" not in vertex_tasks["Evaluator"]["inputs"].get("parameters", {})
+  for target in ("kfp", "vertex"):
+    pusher = specs[1][target]["deploymentSpec"]["executors"]["Pusher_executor"]["container"]
+    assert pusher["args"][1] == PUSHER_EXECUTOR
+
+
+def test_graph_refresh_spec_loads_and_takes_the_trained_run_at_run_time(refresh_spec):
+  path, spec = refresh_spec
+  document = kfp_client._extract_pipeline_yaml(path)  # pylint: disable=protected-access
+  assert set(document.pipeline_spec.root.dag.tasks) == REFRESH_COMPONENTS
+  component = kfp_components.load_component_from_file(path)
+  inputs = component.component_spec.inputs
+  assert inputs["data_dir"].default == "gs://bucket/kuairand"
+  assert not inputs["model_run"].optional  # no default: every run names its model
+  tasks = _tasks(spec)
+  assert tasks["TrainedModelImporter"]["inputs"]["parameters"]["artifact_uri"] == {
+      "componentInputParameter": "model_run"}
+  assert tasks["RefreshedGraphBuilder"]["inputs"]["parameters"]["data_dir"] == {
+      "componentInputParameter": "data_dir"}
+  for name in ("RefreshedGraphBuilder", "RefreshExporter"):
+    assert _source(tasks[name], "model_run") == ("TrainedModelImporter", "result")
+  assert _source(tasks["StatisticsGen"], "examples") == ("RefreshedGraphBuilder", "examples")
+  assert _source(tasks["RefreshExporter"], "graph") == ("RefreshedGraphBuilder", "graph")
+  assert "AnomaliesGate" in tasks["RefreshExporter"]["dependentTasks"]
+  assert _source(tasks["Pusher"], "model") == ("RefreshExporter", "model")
+  assert set(tasks["Pusher"]["inputs"]["artifacts"]) == {"model"}  # no blessing, no training
+  executors = spec["deploymentSpec"]["executors"]
+  assert executors["Pusher_executor"]["container"]["args"][1] == PUSHER_EXECUTOR
+  assert "--runner=DataflowRunner" in executors["RefreshedGraphBuilder_executor"][
+      "container"]["args"]
+  destination = json.loads(_parameter(tasks["Pusher"], "push_destination"))
+  assert destination["filesystem"]["base_directory"] == "gs://bucket/root/serving/e2e_grec"
 
 
 def test_submit_sends_the_yaml_spec_with_parameters_and_root(specs, monkeypatch):

@@ -8,6 +8,7 @@ import io
 import json
 import os
 import re
+import shutil
 
 import e2e_grec  # noqa: F401  (legacy Keras before TensorFlow)
 import pandas as pd
@@ -222,3 +223,77 @@ def test_executions_left_running_by_a_dead_run_are_marked_abandoned(tmp_path):
   executions = run_lib.latest_executions(path, "p", ["Trainer"])
   assert executions["Trainer"].state == "abandoned"
   assert run_lib.abandon_dead_executions(path, "p", ["Trainer"], "died") == []
+
+
+def _model(tmp_path, name: str, artifact_id: int, mean_gauc: float, examples: str = "/ex"):
+  """A Model artifact with a SavedModel stand-in and the Trainer's eval record."""
+  from tfx.types import standard_artifacts
+  from tfx.utils import path_utils
+  from e2e_grec.components.trainer import executor as trainer_executor
+
+  model = standard_artifacts.Model()
+  model.uri, model.id = str(tmp_path / name), artifact_id
+  serving = path_utils.serving_model_path(model.uri)
+  os.makedirs(serving)
+  with open(os.path.join(serving, "saved_model.pb"), "w") as f:
+    f.write(name)
+  trainer_executor.write_model_metrics(model.uri, trainer_executor.ModelMetrics(
+      mode="e2e", examples=examples, metrics={"mean_gauc": mean_gauc}))
+  return model
+
+
+def _push(model, serving_dir: str):
+  """The project's Pusher executor on `model`, blessed; returns the version directory."""
+  from tfx.components.evaluator import constants
+  from tfx.proto import pusher_pb2
+  from tfx.types import standard_artifacts
+  from tfx.utils import proto_utils
+  from e2e_grec.components.pusher import executor as pusher_executor
+
+  blessing, pushed = standard_artifacts.ModelBlessing(), standard_artifacts.PushedModel()
+  blessing.uri, pushed.uri = model.uri + "_blessing", model.uri + "_pushed"
+  blessing.set_int_custom_property(constants.ARTIFACT_PROPERTY_BLESSED_KEY, 1)
+  destination = pusher_pb2.PushDestination(
+      filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=serving_dir))
+  pusher_executor.Executor().Do(
+      {"model": [model], "model_blessing": [blessing]}, {"pushed_model": [pushed]},
+      {"push_destination": proto_utils.proto_to_json(destination)})
+  return pushed.get_string_custom_property(pusher_executor.PUSHED_DESTINATION_PROPERTY)
+
+
+def _evaluate(tmp_path, candidate, baseline, serving_dir: str) -> dict:
+  from tfx.types import standard_artifacts
+  from e2e_grec.components.evaluator import executor as evaluator_executor
+
+  evaluation, blessing = standard_artifacts.ModelEvaluation(), standard_artifacts.ModelBlessing()
+  evaluation.uri, blessing.uri = str(tmp_path / "evaluation"), str(tmp_path / "blessing")
+  config = config_lib.Config().replace(**{"eval.blessing_margin": 0.0})
+  evaluator_executor.Executor().Do(
+      {"model": [candidate], "baseline_model": [baseline]},
+      {"evaluation": [evaluation], "blessing": [blessing]},
+      {contracts.CONFIG_KEY: contracts.encode_config(config),
+       contracts.PUSHED_MODELS_DIR_KEY: serving_dir})
+  with open(os.path.join(evaluation.uri, contracts.EVALUATION_METRICS_FILE)) as f:
+    return json.load(f)
+
+
+def test_without_a_resolver_the_evaluator_compares_with_the_pushed_record(tmp_path):
+  """The KFP path: the Pusher leaves the eval record in each version, and the
+  Evaluator reads the newest one that has it (a graph refresh has none)."""
+  serving = str(tmp_path / "serving" / "e2e_grec")
+  baseline = _model(tmp_path, "baseline", 1, 0.60)
+  assert _evaluate(tmp_path, _model(tmp_path, "first", 2, 0.65), baseline,
+                   serving)["blessed"]  # nothing pushed yet: the baseline only
+  incumbent = _model(tmp_path, "incumbent", 3, 0.70)
+  version = _push(incumbent, serving)
+  with open(os.path.join(version, contracts.PUSHED_METRICS_FILE)) as f:
+    assert json.load(f)["model_uri"] == incumbent.uri
+  refreshed = os.path.join(serving, str(int(os.path.basename(version)) + 1))
+  shutil.copytree(os.path.join(incumbent.uri, "Format-Serving"), refreshed)
+
+  report = _evaluate(tmp_path, _model(tmp_path, "weaker", 4, 0.65), baseline, serving)
+  assert not report["blessed"] and "last blessed 0.7000" in report["message"]
+  assert _evaluate(tmp_path, _model(tmp_path, "stronger", 5, 0.75), baseline,
+                   serving)["blessed"]
+  assert "already the last blessed" in _evaluate(tmp_path, incumbent, baseline,
+                                                 serving)["message"]

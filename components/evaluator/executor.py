@@ -2,7 +2,10 @@
 
 The metrics are the trainer's evaluation on the eval split (models/metrics),
 stored with each Model artifact, so comparing with the last blessed model does
-not retrain or re-sample it. A last blessed model evaluated on other examples
+not retrain or re-sample it. The last blessed model is the resolver's, or,
+without a resolver (open-source KFP), the newest version in the pushed models'
+directory that carries an eval record (components/pusher writes it; versions
+without one, such as graph refreshes, are skipped). A last blessed model evaluated on other examples
 is not comparable and is reported but not compared; the baseline is trained on
 the same examples in the same run, so it always is.
 """
@@ -16,13 +19,17 @@ from typing import Any, Optional
 
 from tfx.components.evaluator import constants
 from tfx.dsl.components.base import base_executor
+from tfx.dsl.io import fileio
 from tfx.types import artifact, artifact_utils
 from tfx.types.standard_component_specs import (BASELINE_MODEL_KEY, BLESSING_KEY,
                                                 EVALUATION_KEY, MODEL_KEY)
 from tfx.utils import io_utils
 
 from e2e_grec import contracts
+from e2e_grec.components.pusher import executor as pusher_executor
 from e2e_grec.components.trainer import executor as trainer_executor
+
+LAST_BLESSED = "last blessed"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,10 +55,31 @@ def evaluated(label: str, model: artifact.Artifact) -> Evaluated:
                    examples=record.examples, metrics=record.metrics)
 
 
+def last_pushed(pushed_models_dir: str) -> Optional[Evaluated]:
+  """The newest version under `pushed_models_dir` with an eval record, or None."""
+  if not fileio.isdir(pushed_models_dir):
+    return None
+  versions = sorted((int(v.rstrip("/")) for v in fileio.listdir(pushed_models_dir)
+                     if v.rstrip("/").isdigit()), reverse=True)
+  for version in versions:
+    path = os.path.join(pushed_models_dir, str(version), contracts.PUSHED_METRICS_FILE)
+    if not fileio.exists(path):
+      continue
+    try:
+      record = json.loads(io_utils.read_string_file(path))
+      return Evaluated(label=LAST_BLESSED, artifact_id=int(record[pusher_executor.MODEL_ID]),
+                       uri=record[pusher_executor.MODEL_URI], mode=record["mode"],
+                       examples=record["examples"], metrics=record["metrics"])
+    except (ValueError, KeyError, TypeError) as e:
+      raise ValueError(f"cannot read the pushed model's eval record {path}: "
+                       f"{type(e).__name__}: {e}") from e
+  return None
+
+
 def decide(candidate: Evaluated, baseline: Evaluated, last_blessed: Optional[Evaluated],
            metric: str, margin: float) -> Decision:
   """Bless if `metric` beats the baseline and a comparable last blessed model by `margin`."""
-  if last_blessed is not None and last_blessed.artifact_id == candidate.artifact_id:
+  if last_blessed is not None and last_blessed.uri == candidate.uri:
     return Decision(False, "this model is already the last blessed one (pushed by an "
                     "earlier run): nothing new to push")
   references = [baseline]
@@ -124,13 +152,15 @@ class Executor(base_executor.BaseExecutor):
     baseline = evaluated("baseline", artifact_utils.get_single_instance(
         input_dict[BASELINE_MODEL_KEY]))
     last = input_dict.get(contracts.LAST_BLESSED_MODEL_KEY) or []
-    last_blessed = evaluated("last blessed", last[0]) if last else None
+    pushed_models_dir = exec_properties.get(contracts.PUSHED_MODELS_DIR_KEY)
+    last_blessed = (evaluated(LAST_BLESSED, last[0]) if last
+                    else last_pushed(pushed_models_dir) if pushed_models_dir else None)
     decision = decide(candidate, baseline, last_blessed, settings.metric,
                       settings.blessing_margin)
     logging.info("%s: %s", "BLESSED" if decision.blessed else "NOT BLESSED", decision.message)
 
     models = [candidate, baseline]
-    if last_blessed is not None and last_blessed.artifact_id != candidate.artifact_id:
+    if last_blessed is not None and last_blessed.uri != candidate.uri:
       models.append(last_blessed)
     evaluation = artifact_utils.get_single_instance(output_dict[EVALUATION_KEY])
     io_utils.write_string_file(os.path.join(evaluation.uri, contracts.EVALUATION_METRICS_FILE), json.dumps({

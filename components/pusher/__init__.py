@@ -1,0 +1,1 @@
+"""Pusher: TFX's Pusher that also leaves the model's eval record in the pushed version."""
