@@ -162,8 +162,14 @@ class E2EGRec(tfrs.Model):
     return [v for layer in self.ranker.bottom.shared_layers
             for v in layer.trainable_variables]
 
-  def train_step(self, inputs):
-    """One step; under a strategy, logged losses and GradNorm inputs are cross-replica means."""
+  def train_step(self, inputs, balance: bool | None = None):
+    """One step; under a strategy, logged losses and GradNorm inputs are cross-replica means.
+
+    `balance`: whether the balancer updates its weights in this step; None
+    decides in the graph (every `balance_every` optimizer steps). Under a
+    tf.distribute strategy the caller decides: a step that synchronises
+    replicas cannot sit inside a `tf.cond`.
+    """
     balancer = self.balancer
     global_mean = lambda x: cross_replica_mean(tf.reduce_mean(x))
     with tf.GradientTape(persistent=balancer.needs_grad_norms) as tape:
@@ -182,7 +188,7 @@ class E2EGRec(tfrs.Model):
     used_weights = balancer.loss_weights()
     if balancer.needs_grad_norms:
 
-      def balance() -> tf.Tensor:
+      def update_weights() -> tf.Tensor:
         shared = self.shared_variables()
         grads = cross_replica_mean([[g for g in tape.gradient(losses[n], shared)
                                      if g is not None] for n in self.loss_names])
@@ -191,11 +197,13 @@ class E2EGRec(tfrs.Model):
                         self.reference_losses(inputs, global_mean))
         return tf.stack(norms)
 
-      if self.balance_every == 1:
-        norms = balance()
-      else:  # Amortised: the per-loss backward passes are most of a step's cost.
+      no_update = lambda: tf.zeros([len(self.loss_names)])
+      if balance is None and self.balance_every > 1:
+        # Amortised: the per-loss backward passes are most of a step's cost.
         due = tf.equal(self.optimizer.iterations % self.balance_every, 0)
-        norms = tf.cond(due, balance, lambda: tf.zeros([len(self.loss_names)]))
+        norms = tf.cond(due, update_weights, no_update)
+      else:
+        norms = update_weights() if balance is not False else no_update()
       del tape
       for i, n in enumerate(self.loss_names):
         logs[f"grad_norm/{n}"] = norms[i]

@@ -38,6 +38,15 @@ def _first_values(model) -> list[list[float]]:
           for v in model.trainable_variables]
 
 
+class _ServingExport:
+  """The serving SavedModel, as the TFX Trainer exports it."""
+
+  def save(self, result, export_dir: str) -> None:
+    from e2e_grec.serving import export
+    export.export_saved_model(result.model, result.sampler, result.tables, result.config,
+                              export_dir)
+
+
 def _task_main(argv: list[str]) -> None:
   """examples graph out result.json overrides.json die_at: one task; writes its result."""
   examples, graph, out, result_path, overrides, die_at = argv
@@ -48,7 +57,8 @@ def _task_main(argv: list[str]) -> None:
     if step == int(die_at):
       os._exit(3)  # Dies like a killed process: no cleanup, no final checkpoint.
 
-  result = distribute.train(config, examples, graph, out, on_step=on_step)
+  result = distribute.train(config, examples, graph, out, on_step=on_step,
+                            model_exporters=[_ServingExport()], export_dir=out + "_export")
   if result is not None:
     model = result.model
     with open(result_path, "w") as f:
@@ -132,6 +142,7 @@ def test_two_workers_match_one_process_and_resume_after_a_killed_worker(
   # GradNorm aggregated across replicas: the same weights on every worker...
   assert chief["loss_weights"] == worker["loss_weights"]
   assert chief["variables"] == worker["variables"]
+  assert os.path.exists(tmp_path / "run_export" / "saved_model.pb")  # The chief exported.
   # ...and those of one process on the same global batches.
   np.testing.assert_allclose(chief["loss_weights"], single_process["loss_weights"],
                              rtol=1e-4, atol=1e-5)
@@ -143,7 +154,7 @@ def test_two_workers_match_one_process_and_resume_after_a_killed_worker(
 def test_parameter_server_trains_on_sharded_tables_like_one_process(
     toy_inputs, single_process, tmp_path):
   examples, graph = toy_inputs
-  cluster = distribute.local_cluster(chief=1, worker=2, ps=1)
+  cluster = distribute.local_cluster(chief=1, worker=2, ps=2)
   overrides = json.dumps({"train.strategy": "parameter_server"})
   result = str(tmp_path / "chief.json")
   args = [examples, graph, str(tmp_path / "run"), result, overrides, "-1"]
@@ -160,8 +171,9 @@ def test_parameter_server_trains_on_sharded_tables_like_one_process(
         proc.wait()
   with open(result) as f:
     trained = json.load(f)
-  assert trained["sharded"] > 0  # Tables and embeddings split over the PS task.
+  assert trained["sharded"] > 0  # Tables and embeddings split over the PS tasks.
   assert os.path.exists(tmp_path / "run" / "checkpoints" / "checkpoint")
+  assert os.path.exists(tmp_path / "run_export" / "saved_model.pb")
   # The chief runs one step at a time, in batch order: the same training as one process.
   np.testing.assert_allclose(trained["loss_weights"], single_process["loss_weights"],
                              rtol=1e-4, atol=1e-5)

@@ -24,20 +24,44 @@ finishes), and all of them restore the chief's checkpoints.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import socket
-from typing import Callable
-
 import e2e_grec  # noqa: F401  (legacy Keras before TensorFlow)
 import tensorflow as tf
 
 from e2e_grec.config import Config, ConfigError
 
-# Variables bigger than this are split over the parameter servers.
+# Trainable variables bigger than this are split over the parameter servers.
 PS_SHARD_BYTES = 256 << 10
 _WORKER_TEMP = "workertemp_"
+
+
+class TrainableTablePartitioner:
+  """`MinSizePartitioner` for trainable variables only; the others stay whole.
+
+  Trainable tables (id embeddings) are read with `tf.nn.embedding_lookup`,
+  which is right on sharded variables. Node tables and the sampler's index
+  are read with `tf.gather`, which on a `ShardedVariable` (TF 2.21) returns
+  the rows grouped by shard, not in index order; they stay whole, each on one
+  PS task (round robin). `creator` tells the partitioner which variable it is
+  sizing: enter `tf.variable_creator_scope(partitioner.creator)` inside the
+  strategy's scope.
+  """
+
+  def __init__(self, min_shard_bytes: int, max_shards: int):
+    self._split = tf.distribute.experimental.partitioners.MinSizePartitioner(
+        min_shard_bytes=min_shard_bytes, max_shards=max_shards)
+    self._trainable = True
+
+  def creator(self, next_creator, **kwargs):
+    self._trainable = kwargs.get("trainable", True) is not False
+    return next_creator(**kwargs)
+
+  def __call__(self, shape, dtype, axis=0):
+    return self._split(shape, dtype, axis) if self._trainable else [1] * shape.rank
 
 
 def tf_config(cluster: dict[str, list[str]], task_type: str, task_index: int) -> str:
@@ -94,55 +118,60 @@ def chief_dir(directory: str) -> str:
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
   """The strategy `train.strategy` names; the cluster comes from TF_CONFIG."""
+  return _strategy_and_partitioner(name)[0]
+
+
+def _strategy_and_partitioner(name: str
+                              ) -> tuple[tf.distribute.Strategy, TrainableTablePartitioner | None]:
   if name == "default":
-    return tf.distribute.get_strategy()
+    return tf.distribute.get_strategy(), None
   if not os.environ.get("TF_CONFIG"):
     raise ConfigError(f"train.strategy: {name} needs the cluster in the TF_CONFIG "
                       "environment variable (see kubeflow/README.md)")
   _task()  # Fails on a malformed TF_CONFIG with a clear message.
   if name == "multi_worker_mirrored":
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.MultiWorkerMirroredStrategy(), None
   if name == "parameter_server":
     resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
-    partitioner = tf.distribute.experimental.partitioners.MinSizePartitioner(
-        min_shard_bytes=PS_SHARD_BYTES, max_shards=len(resolver.cluster_spec().job_tasks("ps")))
-    return tf.distribute.ParameterServerStrategy(resolver, variable_partitioner=partitioner)
+    tasks = resolver.cluster_spec().as_dict()
+    if not tasks.get("ps") or not tasks.get("chief"):
+      raise ConfigError(f"TF_CONFIG: train.strategy=parameter_server needs a 'chief' and "
+                        f"at least one 'ps' task, got {sorted(tasks)}")
+    partitioner = TrainableTablePartitioner(PS_SHARD_BYTES, max_shards=len(tasks["ps"]))
+    return (tf.distribute.ParameterServerStrategy(resolver, variable_partitioner=partitioner),
+            partitioner)
   raise ConfigError(f"train.strategy: unknown strategy {name!r}")
 
 
-def _serve_parameter_server_task() -> bool:
-  """On a PS-strategy worker or PS task: serve the chief until killed (TF's recipe)."""
+def _serve_until_stopped() -> None:
+  """A parameter_server worker or PS task: serves the chief's requests (TF's recipe)."""
   task_type, index = _task()
-  if task_type not in ("worker", "ps"):
-    return False
   resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
-  server = tf.distribute.Server(resolver.cluster_spec(), job_name=task_type,
-                                task_index=index, protocol=resolver.rpc_layer or "grpc",
-                                start=True)
-  server.join()
-  return True
+  tf.distribute.Server(resolver.cluster_spec(), job_name=task_type, task_index=index,
+                       protocol=resolver.rpc_layer or "grpc", start=True).join()
 
 
-def train(config: Config, examples_dir: str, graph_dir: str | None, out_dir: str, *,
-          on_step: Callable[[int], None] | None = None, **run_kwargs):
-  """`training.run.run` in this process's role of the `train.strategy` cluster.
+def train(config: Config, examples_dir: str, graph_dir: str | None, out_dir: str,
+          **run_kwargs):
+  """`training.run.run` (same arguments) in this process's role of the cluster.
 
-  Returns the chief's and MWMS workers' `RunResult`; PS-strategy worker and
-  PS tasks serve until they are stopped and return None.
+  Returns the `RunResult` on the chief and on MWMS workers; parameter_server
+  worker and PS tasks serve until they are stopped and never return.
   """
-  from e2e_grec.training import run as run_lib
+  from e2e_grec.training import run as run_lib  # run -> loop -> this module.
   name = config.train.strategy
-  if name == "parameter_server" and os.environ.get("TF_CONFIG") and \
-      _serve_parameter_server_task():
-    return None
-  strategy = make_strategy(name)
+  if name == "parameter_server" and _task()[0] in ("worker", "ps"):
+    _serve_until_stopped()
+  strategy, partitioner = _strategy_and_partitioner(name)
   directory = write_dir(out_dir)
   if directory != out_dir:  # Only the chief exports.
     run_kwargs = {k: v for k, v in run_kwargs.items()
                   if k not in ("model_exporters", "export_dir")}
-  with strategy.scope():
-    result = run_lib.run(config, examples_dir, graph_dir, directory, on_step=on_step,
-                         **run_kwargs)
+  with contextlib.ExitStack() as scopes:
+    scopes.enter_context(strategy.scope())
+    if partitioner is not None:
+      scopes.enter_context(tf.variable_creator_scope(partitioner.creator))
+    result = run_lib.run(config, examples_dir, graph_dir, directory, **run_kwargs)
   if directory != out_dir:
     shutil.rmtree(directory, ignore_errors=True)
   return result

@@ -17,6 +17,7 @@ workers through a `ClusterCoordinator`.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -180,19 +181,35 @@ class Trainer:
     strategy, model = self._strategy, self._model
     if self._coordinator is not None:
       add_graph = self._inputs.graph_fn(self._inputs.train_sampling_seed(epoch))
-      step = tf.function(lambda batch: strategy.run(
-          lambda b: model.train_step(add_graph(b) if add_graph else b), args=(batch,)))
-      return lambda batch: self._coordinator.schedule(step, args=(batch,)).fetch()
+
+      def sample_and_train(batch, balance: bool):
+        return strategy.run(lambda b: model.train_step(add_graph(b) if add_graph else b,
+                                                       balance=balance), args=(batch,))
+
+      steps = {balance: tf.function(functools.partial(sample_and_train, balance=balance))
+               for balance in (False, True)}
+      # One step at a time (fetched before the next): the same steps as one process.
+      return lambda batch: self._coordinator.schedule(
+          steps[self._balances_now()], args=(batch,)).fetch()
     if self._train_fn is None:
       spec = self._train_batches(0).element_spec
-      if tf.distribute.has_strategy():
-        self._train_fn = tf.function(lambda batch: {
-            k: strategy.experimental_local_results(v)[0]
-            for k, v in strategy.run(model.train_step, args=(batch,)).items()},
-                                     input_signature=[spec])
-      else:
+      if not tf.distribute.has_strategy():
         self._train_fn = tf.function(model.train_step, input_signature=[spec])
+      else:
+
+        def replicated_step(batch, balance: bool):
+          logs = strategy.run(model.train_step, args=(batch,), kwargs={"balance": balance})
+          return {k: strategy.experimental_local_results(v)[0] for k, v in logs.items()}
+
+        steps = {balance: tf.function(functools.partial(replicated_step, balance=balance),
+                                      input_signature=[spec]) for balance in (False, True)}
+        self._train_fn = lambda batch: steps[self._balances_now()](batch)
     return self._train_fn
+
+  def _balances_now(self) -> bool:
+    """Whether the next step updates the loss weights (see `E2EGRec.train_step`)."""
+    iterations = int(self._model.optimizer.iterations.numpy())
+    return (iterations + 1) % self._model.balance_every == 0
 
   def _examples(self, batch) -> int:
     """Examples in the global batch (this worker's rows times the workers)."""
