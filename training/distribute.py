@@ -12,11 +12,14 @@ process of a cluster that the `TF_CONFIG` environment variable describes
   sampler tables (replicated), takes its rows of every global batch
   (`Inputs.train(shard=...)`) and samples their subgraphs; gradients and the
   GradNorm statistics are all-reduced (`E2EGRec.train_step`).
-- `parameter_server` (`tf.distribute.ParameterServerStrategy`): variables
-  (id embeddings, node tables, sampler tables) live on the PS tasks, those
-  over `PS_SHARD_BYTES` split into shards by `MinSizePartitioner`; the chief
-  runs the loop and dispatches steps to the workers with a
-  `ClusterCoordinator`. Worker and PS processes only serve (`train` blocks).
+- `parameter_server` (`tf.distribute.ParameterServerStrategy`): every
+  variable lives on the PS tasks: trainable tables (id embeddings) over
+  `PS_SHARD_BYTES` split into shards (`TrainableTablePartitioner`), node and
+  sampler tables whole, one per task. The chief runs the loop and schedules
+  each step on a worker with a `ClusterCoordinator`; the worker samples the
+  batch's subgraphs against the PS-held tables and trains. Steps run one at a
+  time, so training equals one process's (no asynchronous speed-up yet).
+  Worker and PS processes only serve (`train` does not return).
 
 Chief-only writing follows TensorFlow's multi-worker guide: the chief writes to
 `out_dir`, every other worker to `out_dir/workertemp_<i>` (deleted when it
