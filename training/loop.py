@@ -182,12 +182,13 @@ class Trainer:
     if self._coordinator is not None:
       add_graph = self._inputs.graph_fn(self._inputs.train_sampling_seed(epoch))
 
-      def sample_and_train(batch, balance: bool):
-        return strategy.run(lambda b: model.train_step(add_graph(b) if add_graph else b,
-                                                       balance=balance), args=(batch,))
+      def sample_and_train(balance: bool) -> Callable:
+        # A plain one-argument function: the coordinator calls its concrete function.
+        return tf.function(lambda batch: strategy.run(
+            lambda b: model.train_step(add_graph(b) if add_graph else b, balance=balance),
+            args=(batch,)))
 
-      steps = {balance: tf.function(functools.partial(sample_and_train, balance=balance))
-               for balance in (False, True)}
+      steps = {balance: sample_and_train(balance) for balance in (False, True)}
       # One step at a time (fetched before the next): the same steps as one process.
       return lambda batch: self._coordinator.schedule(
           steps[self._balances_now()], args=(batch,)).fetch()
