@@ -51,7 +51,6 @@ def _task_main(argv: list[str]) -> None:
   """examples graph out result.json overrides.json die_at: one task; writes its result."""
   examples, graph, out, result_path, overrides, die_at = argv
   config = _config(**json.loads(overrides))
-  distribute.PS_SHARD_BYTES = 256  # Shards even the toy tables over the PS tasks.
 
   def on_step(step: int) -> None:
     if step == int(die_at):
@@ -63,9 +62,7 @@ def _task_main(argv: list[str]) -> None:
     model = result.model
     with open(result_path, "w") as f:
       json.dump({"loss_weights": model.balancer.loss_weights().numpy().tolist(),
-                 "variables": _first_values(model),
-                 "sharded": sum(type(v).__name__ == "ShardedVariable"
-                                for v in model.variables)}, f)
+                 "variables": _first_values(model)}, f)
 
 
 def _launch(cluster: dict, task_type: str, index: int, args: list[str], log: str):
@@ -151,7 +148,7 @@ def test_two_workers_match_one_process_and_resume_after_a_killed_worker(
     np.testing.assert_allclose(values, expected, rtol=1e-3, atol=1e-4, err_msg=f"variable {i}")
 
 
-def test_parameter_server_trains_on_sharded_tables_like_one_process(
+def test_parameter_server_trains_on_ps_held_tables_like_one_process(
     toy_inputs, single_process, tmp_path):
   examples, graph = toy_inputs
   cluster = distribute.local_cluster(chief=1, worker=2, ps=2)
@@ -171,7 +168,6 @@ def test_parameter_server_trains_on_sharded_tables_like_one_process(
         proc.wait()
   with open(result) as f:
     trained = json.load(f)
-  assert trained["sharded"] > 0  # Tables and embeddings split over the PS tasks.
   assert os.path.exists(tmp_path / "run" / "checkpoints" / "checkpoint")
   assert os.path.exists(tmp_path / "run_export" / "saved_model.pb")
   # The chief runs one step at a time, in batch order: the same training as one process.

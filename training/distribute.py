@@ -1,6 +1,6 @@
 """Training on TensorFlow's distributed runtime: `train.strategy` and TF_CONFIG.
 
-    train(config, examples_dir, graph_dir, out_dir) -> RunResult | None
+    train(config, examples_dir, graph_dir, out_dir) -> RunResult
 
 runs `training.run.run` under the strategy `train.strategy` names, in every
 process of a cluster that the `TF_CONFIG` environment variable describes
@@ -13,10 +13,10 @@ process of a cluster that the `TF_CONFIG` environment variable describes
   (`Inputs.train(shard=...)`) and samples their subgraphs; gradients and the
   GradNorm statistics are all-reduced (`E2EGRec.train_step`).
 - `parameter_server` (`tf.distribute.ParameterServerStrategy`): every
-  variable lives on the PS tasks: trainable tables (id embeddings) over
-  `PS_SHARD_BYTES` split into shards (`TrainableTablePartitioner`), node and
-  sampler tables whole, one per task. The chief runs the loop and schedules
-  each step on a worker with a `ClusterCoordinator`; the worker samples the
+  variable (id embeddings, node and sampler tables) lives on the PS tasks,
+  whole, round robin (`make_strategy` says why not sharded). The chief runs
+  the loop and schedules each step on a worker with a `ClusterCoordinator`;
+  the worker samples the
   batch's subgraphs against the PS-held tables and trains. Steps run one at a
   time, so training equals one process's (no asynchronous speed-up yet).
   Worker and PS processes only serve (`train` does not return).
@@ -27,7 +27,6 @@ finishes), and all of them restore the chief's checkpoints.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -37,34 +36,7 @@ import tensorflow as tf
 
 from e2e_grec.config import Config, ConfigError
 
-# Trainable variables bigger than this are split over the parameter servers.
-PS_SHARD_BYTES = 256 << 10
 _WORKER_TEMP = "workertemp_"
-
-
-class TrainableTablePartitioner:
-  """`MinSizePartitioner` for trainable variables only; the others stay whole.
-
-  Trainable tables (id embeddings) are read with `tf.nn.embedding_lookup`,
-  which is right on sharded variables. Node tables and the sampler's index
-  are read with `tf.gather`, which on a `ShardedVariable` (TF 2.21) returns
-  the rows grouped by shard, not in index order; they stay whole, each on one
-  PS task (round robin). `creator` tells the partitioner which variable it is
-  sizing: enter `tf.variable_creator_scope(partitioner.creator)` inside the
-  strategy's scope.
-  """
-
-  def __init__(self, min_shard_bytes: int, max_shards: int):
-    self._split = tf.distribute.experimental.partitioners.MinSizePartitioner(
-        min_shard_bytes=min_shard_bytes, max_shards=max_shards)
-    self._trainable = True
-
-  def creator(self, next_creator, **kwargs):
-    self._trainable = kwargs.get("trainable", True) is not False
-    return next_creator(**kwargs)
-
-  def __call__(self, shape, dtype, axis=0):
-    return self._split(shape, dtype, axis) if self._trainable else [1] * shape.rank
 
 
 def tf_config(cluster: dict[str, list[str]], task_type: str, task_index: int) -> str:
@@ -121,28 +93,24 @@ def chief_dir(directory: str) -> str:
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
   """The strategy `train.strategy` names; the cluster comes from TF_CONFIG."""
-  return _strategy_and_partitioner(name)[0]
-
-
-def _strategy_and_partitioner(name: str
-                              ) -> tuple[tf.distribute.Strategy, TrainableTablePartitioner | None]:
   if name == "default":
-    return tf.distribute.get_strategy(), None
+    return tf.distribute.get_strategy()
   if not os.environ.get("TF_CONFIG"):
     raise ConfigError(f"train.strategy: {name} needs the cluster in the TF_CONFIG "
                       "environment variable (see kubeflow/README.md)")
   _task()  # Fails on a malformed TF_CONFIG with a clear message.
   if name == "multi_worker_mirrored":
-    return tf.distribute.MultiWorkerMirroredStrategy(), None
+    return tf.distribute.MultiWorkerMirroredStrategy()
   if name == "parameter_server":
     resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
     tasks = resolver.cluster_spec().as_dict()
     if not tasks.get("ps") or not tasks.get("chief"):
       raise ConfigError(f"TF_CONFIG: train.strategy=parameter_server needs a 'chief' and "
                         f"at least one 'ps' task, got {sorted(tasks)}")
-    partitioner = TrainableTablePartitioner(PS_SHARD_BYTES, max_shards=len(tasks["ps"]))
-    return (tf.distribute.ParameterServerStrategy(resolver, variable_partitioner=partitioner),
-            partitioner)
+    # No variable_partitioner: tf.gather, which the node tables and the sampler
+    # use, returns a ShardedVariable's rows grouped by shard (TF 2.21), so every
+    # variable stays whole, placed round robin over the PS tasks.
+    return tf.distribute.ParameterServerStrategy(resolver)
   raise ConfigError(f"train.strategy: unknown strategy {name!r}")
 
 
@@ -165,15 +133,12 @@ def train(config: Config, examples_dir: str, graph_dir: str | None, out_dir: str
   name = config.train.strategy
   if name == "parameter_server" and _task()[0] in ("worker", "ps"):
     _serve_until_stopped()
-  strategy, partitioner = _strategy_and_partitioner(name)
+  strategy = make_strategy(name)
   directory = write_dir(out_dir)
   if directory != out_dir:  # Only the chief exports.
     run_kwargs = {k: v for k, v in run_kwargs.items()
                   if k not in ("model_exporters", "export_dir")}
-  with contextlib.ExitStack() as scopes:
-    scopes.enter_context(strategy.scope())
-    if partitioner is not None:
-      scopes.enter_context(tf.variable_creator_scope(partitioner.creator))
+  with strategy.scope():
     result = run_lib.run(config, examples_dir, graph_dir, directory, **run_kwargs)
   if directory != out_dir:
     shutil.rmtree(directory, ignore_errors=True)
