@@ -16,9 +16,9 @@ process of a cluster that the `TF_CONFIG` environment variable describes
   variable (id embeddings, node and sampler tables) lives on the PS tasks,
   whole, round robin (`make_strategy` says why not sharded). The chief runs
   the loop and schedules each step on a worker with a `ClusterCoordinator`;
-  the worker samples the
-  batch's subgraphs against the PS-held tables and trains. Steps run one at a
-  time, so training equals one process's (no asynchronous speed-up yet).
+  the worker samples the batch's subgraphs against the PS-held tables and
+  trains. Steps run one at a time, so training equals one process's (no
+  asynchronous speed-up yet).
   Worker and PS processes only serve (`train` does not return).
 
 Chief-only writing follows TensorFlow's multi-worker guide: the chief writes to
