@@ -166,6 +166,11 @@ class TrainConfig:
   # "first,last": write a TensorBoard profiler trace of these training steps
   # (to the run's tensorboard/); "" = no trace.
   profile_steps: str = ""
+  # tf.distribute strategy: default (one process) | multi_worker_mirrored
+  # (synchronous data parallel, every worker trains on its shard of each global
+  # batch) | parameter_server (tables sharded over PS tasks, asynchronous
+  # workers). The cluster comes from TF_CONFIG (see kubeflow/README.md).
+  strategy: str = "default"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -380,6 +385,7 @@ _CHOICES = {
     "model.bottom": ("dcn", "mmoe"),
     "model.gfae_loss": ("sce", "mse"),
     "train.loss_balancer": ("gradnorm", "fixed", "uncertainty"),
+    "train.strategy": ("default", "multi_worker_mirrored", "parameter_server"),
     "eval.baseline_mode": MODES,
     "export.task_selection": TASK_SELECTIONS,
 }

@@ -34,7 +34,7 @@ from e2e_grec.datasets.node_tables import NodeTables
 from e2e_grec.models import encoder as encoder_lib
 from e2e_grec.models import modes
 from e2e_grec.models.gfae import GraphFeatureAutoEncoder
-from e2e_grec.models.loss_balancing import make_balancer
+from e2e_grec.models.loss_balancing import cross_replica_mean, make_balancer
 from e2e_grec.models.ranker import MultiTaskRanker
 
 GFAE_LOSS = "gfae"
@@ -61,11 +61,14 @@ class E2EGRec(tfrs.Model):
                  if use_graph and model_config.gfae else None)
     self.ranker = MultiTaskRanker(tables, model_config, self.task_names, use_graph,
                                   name="ranker")
+    # Unreduced (averaged in `compute_losses`): Keras refuses its default
+    # reduction inside a tf.distribute strategy's custom training step.
+    unreduced = tf.keras.losses.Reduction.NONE
     self.tasks = {t: tfrs.tasks.Ranking(
-        loss=tf.keras.losses.BinaryCrossentropy(from_logits=True), name=t)
+        loss=tf.keras.losses.BinaryCrossentropy(from_logits=True, reduction=unreduced), name=t)
                   for t in self.binary_tasks}
-    self.tasks.update({t: tfrs.tasks.Ranking(loss=tf.keras.losses.MeanSquaredError(),
-                                             name=t)
+    self.tasks.update({t: tfrs.tasks.Ranking(
+        loss=tf.keras.losses.MeanSquaredError(reduction=unreduced), name=t)
                        for t in self.regression_tasks})
     self.trains_gfae = self.mode.trains_gfae(model_config)
     self.loss_names = self.task_names + ((GFAE_LOSS,) if self.trains_gfae else ())
@@ -118,28 +121,31 @@ class E2EGRec(tfrs.Model):
                      ) -> dict[str, tf.Tensor]:
     """Unweighted loss of every task (and `gfae` when it trains)."""
     logits, gfae_loss = self.logits(inputs, training)
-    losses = {t: self.tasks[t](tf.cast(inputs[t], tf.float32), logits[t],
-                               compute_metrics=False)
+    losses = {t: tf.reduce_mean(self.tasks[t](tf.cast(inputs[t], tf.float32), logits[t],
+                                              compute_metrics=False))
               for t in self.task_names}
     if self.trains_gfae:
       losses[GFAE_LOSS] = gfae_loss if gfae_loss is not None else tf.constant(0.0)
     return losses
 
-  def reference_losses(self, inputs: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+  def reference_losses(self, inputs: Mapping[str, tf.Tensor], mean=tf.reduce_mean
+                       ) -> dict[str, tf.Tensor]:
     """Loss of the best constant prediction per task: GradNorm's L_i(0).
 
     The raw loss at initialisation would do for balanced tasks, but a
     rare-positive task (like: ~1.5% positives) drops from 0.69 to ~0.08 just
     by learning its base rate; GradNorm would read that as fast learning and
     starve it. Relative to the label entropy (BCE) or variance (MSE), loss
-    ratios measure what a task has learned beyond its base rate.
+    ratios measure what a task has learned beyond its base rate. `mean`
+    averages over the batch (over the global batch in a distributed step).
     """
     out = {}
     for t in self.binary_tasks:
-      p = tf.clip_by_value(tf.reduce_mean(tf.cast(inputs[t], tf.float32)), 1e-4, 1 - 1e-4)
+      p = tf.clip_by_value(mean(tf.cast(inputs[t], tf.float32)), 1e-4, 1 - 1e-4)
       out[t] = -(p * tf.math.log(p) + (1 - p) * tf.math.log(1 - p))
     for t in self.regression_tasks:
-      out[t] = tf.math.reduce_variance(tf.cast(inputs[t], tf.float32))
+      y = tf.cast(inputs[t], tf.float32)
+      out[t] = mean(tf.square(y)) - tf.square(mean(y))
     return out
 
   def compute_loss(self, inputs, training: bool = False) -> tf.Tensor:
@@ -156,35 +162,48 @@ class E2EGRec(tfrs.Model):
     return [v for layer in self.ranker.bottom.shared_layers
             for v in layer.trainable_variables]
 
-  def train_step(self, inputs):
+  def train_step(self, inputs, balance: bool | None = None):
+    """One step; under a strategy, logged losses and GradNorm inputs are cross-replica means.
+
+    `balance`: whether the balancer updates its weights in this step; None
+    decides in the graph (every `balance_every` optimizer steps). Under a
+    tf.distribute strategy the caller decides: a step that synchronises
+    replicas cannot sit inside a `tf.cond`.
+    """
     balancer = self.balancer
+    global_mean = lambda x: cross_replica_mean(tf.reduce_mean(x))
     with tf.GradientTape(persistent=balancer.needs_grad_norms) as tape:
       losses = self.compute_losses(inputs, training=True)
       total = balancer.combine(losses)
       if self.losses:  # Regularisation losses of the layers, as in tfrs.Model.
         total += tf.add_n(self.losses)
+      # Replicas' gradients are summed: each contributes its share of the global mean.
+      replica_share = total / tf.distribute.get_replica_context().num_replicas_in_sync
     variables = self.trainable_variables
-    grads = tape.gradient(total, variables)
+    grads = tape.gradient(replica_share, variables)
     self.optimizer.apply_gradients(
         [(g, v) for g, v in zip(grads, variables) if g is not None])
-    logs = {"loss": total, **{f"loss/{n}": l for n, l in losses.items()}}
+    mean_losses = cross_replica_mean({n: losses[n] for n in self.loss_names})
+    logs = {"loss": global_mean(total), **{f"loss/{n}": l for n, l in mean_losses.items()}}
     used_weights = balancer.loss_weights()
     if balancer.needs_grad_norms:
 
-      def balance() -> tf.Tensor:
+      def update_weights() -> tf.Tensor:
         shared = self.shared_variables()
-        norms = [tf.linalg.global_norm(
-            [g for g in tape.gradient(losses[n], shared) if g is not None])
-                 for n in self.loss_names]
-        balancer.update(losses, dict(zip(self.loss_names, norms)),
-                        self.reference_losses(inputs))
+        grads = cross_replica_mean([[g for g in tape.gradient(losses[n], shared)
+                                     if g is not None] for n in self.loss_names])
+        norms = [tf.linalg.global_norm(g) for g in grads]
+        balancer.update(mean_losses, dict(zip(self.loss_names, norms)),
+                        self.reference_losses(inputs, global_mean))
         return tf.stack(norms)
 
-      if self.balance_every == 1:
-        norms = balance()
-      else:  # Amortised: the per-loss backward passes are most of a step's cost.
+      no_update = lambda: tf.zeros([len(self.loss_names)])
+      if balance is None and self.balance_every > 1:
+        # Amortised: the per-loss backward passes are most of a step's cost.
         due = tf.equal(self.optimizer.iterations % self.balance_every, 0)
-        norms = tf.cond(due, balance, lambda: tf.zeros([len(self.loss_names)]))
+        norms = tf.cond(due, update_weights, no_update)
+      else:
+        norms = update_weights() if balance is not False else no_update()
       del tape
       for i, n in enumerate(self.loss_names):
         logs[f"grad_norm/{n}"] = norms[i]

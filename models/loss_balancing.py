@@ -15,6 +15,9 @@
   derivatives are needed, only the per-loss gradient norms on W.
 
 Every balancer is a Keras layer so its state is checkpointed with the model.
+Under a `tf.distribute` strategy with several replicas, `update` must be given
+cross-replica means (`cross_replica_mean`): every replica then computes the
+same GradNorm step, so the loss weights stay identical on every worker.
 """
 from __future__ import annotations
 
@@ -23,6 +26,14 @@ from typing import Mapping, Sequence
 import tensorflow as tf
 
 from e2e_grec.config import TrainConfig
+
+
+def cross_replica_mean(value):
+  """Mean of `value` (a nested structure) over the replicas in sync; as is with one."""
+  replica = tf.distribute.get_replica_context()
+  if replica is None or replica.num_replicas_in_sync == 1:
+    return value
+  return replica.all_reduce(tf.distribute.ReduceOp.MEAN, value)
 
 
 class LossBalancer(tf.keras.layers.Layer):
@@ -98,11 +109,15 @@ class GradNorm(LossBalancer):
     self.optimizer = tf.keras.optimizers.Adam(learning_rate=learning_rate)
 
   def build(self, input_shape=None):
+    # Replicas compute identical updates from cross-replica means; the first's is kept.
+    same_on_replicas = tf.VariableAggregation.ONLY_FIRST_REPLICA
     self.weights_var = self.add_weight(
         name="weights", shape=[len(self.names)], trainable=False,
-        initializer=tf.keras.initializers.Constant(self._initial))
+        initializer=tf.keras.initializers.Constant(self._initial),
+        aggregation=same_on_replicas)
     self.initial_losses = self.add_weight(name="initial_losses", shape=[len(self.names)],
-                                          trainable=False, initializer="zeros")
+                                          trainable=False, initializer="zeros",
+                                          aggregation=same_on_replicas)
     self.optimizer.build([self.weights_var])
     super().build(input_shape)
 
@@ -113,7 +128,11 @@ class GradNorm(LossBalancer):
 
   def update(self, losses: Mapping[str, tf.Tensor], grad_norms: Mapping[str, tf.Tensor],
              reference_losses: Mapping[str, tf.Tensor] | None = None) -> None:
-    """One GradNorm step; `reference_losses` (where given) replace L_i(0)."""
+    """One GradNorm step; `reference_losses` (where given) replace L_i(0).
+
+    All arguments are over the global batch (cross-replica means under a
+    strategy), so the gradient is not aggregated again across replicas.
+    """
     loss = tf.stop_gradient(self._stack(losses))
     norms = tf.stop_gradient(self._stack(grad_norms))
     # L_i(0), fixed at the first update (the variable starts at zero).
@@ -125,7 +144,8 @@ class GradNorm(LossBalancer):
     ratio = tf.math.divide_no_nan(loss, self.initial_losses)
     relative = tf.math.divide_no_nan(ratio, tf.reduce_mean(ratio))
     target = tf.reduce_mean(weighted_norms) * tf.pow(relative, self.alpha)
-    self.optimizer.apply_gradients([(tf.sign(weighted_norms - target) * norms, w)])
+    self.optimizer.apply_gradients([(tf.sign(weighted_norms - target) * norms, w)],
+                                   skip_gradients_aggregation=True)
     positive = tf.maximum(w, 1e-4)
     w.assign(positive * len(self.names) / tf.reduce_sum(positive))
 

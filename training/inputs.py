@@ -23,7 +23,7 @@ import tensorflow as tf
 import tensorflow_gnn as tfgnn
 
 from e2e_grec import contracts
-from e2e_grec.config import Config
+from e2e_grec.config import Config, ConfigError
 from e2e_grec.datasets import examples as examples_lib
 from e2e_grec.datasets.node_tables import NodeTables
 from e2e_grec.models import modes
@@ -86,6 +86,15 @@ def make_sampler(config: Config, graph_dir: str, tables: NodeTables):
   return SubgraphSampler(SamplingIndex.load(graph_dir), tables, config.sampling)
 
 
+def shard_batches(ds: tf.data.Dataset, shard: tf.distribute.InputContext) -> tf.data.Dataset:
+  """Each global batch of `ds` -> one batch per local replica of this input pipeline."""
+  replicas = shard.num_replicas_in_sync
+  local = replicas // shard.num_input_pipelines
+  first = shard.input_pipeline_id * local
+  return ds.flat_map(lambda batch: tf.data.Dataset.range(first, first + local).map(
+      lambda r: tf.nest.map_structure(lambda column: column[r::replicas], batch)))
+
+
 class Inputs:
   """Train and eval batches of one run: features, then `graph` or cached embeddings."""
 
@@ -137,24 +146,49 @@ class Inputs:
                       reshuffle_each_iteration=False)
     return ds.batch(self._config.train.batch_size)
 
-  def _add_graph(self, ds: tf.data.Dataset, seed: int, use_cache: bool) -> tf.data.Dataset:
+  def graph_fn(self, seed: int, use_cache: bool = True) -> Callable[[dict], dict] | None:
+    """batch -> batch + `graph` (or cached embeddings); None when the mode needs neither."""
     if use_cache and self._cache_fn is not None:
-      ds = ds.map(self._cache_fn, num_parallel_calls=tf.data.AUTOTUNE)
-    elif self.sampler is not None:
-      sampler = self.sampler
-      ds = ds.map(lambda b: {**b, contracts.GRAPH_INPUT: sampler(
-          b[contracts.USER_ID], b[contracts.VIDEO_ID], b[contracts.DAY], seed=seed)},
-                  num_parallel_calls=tf.data.AUTOTUNE)
+      return self._cache_fn
+    if self.sampler is None:
+      return None
+    sampler = self.sampler
+    return lambda b: {**b, contracts.GRAPH_INPUT: sampler(
+        b[contracts.USER_ID], b[contracts.VIDEO_ID], b[contracts.DAY], seed=seed)}
+
+  def _add_graph(self, ds: tf.data.Dataset, seed: int, use_cache: bool) -> tf.data.Dataset:
+    add = self.graph_fn(seed, use_cache)
+    if add is not None:
+      ds = ds.map(add, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
-  def train(self, epoch: int, skip: int = 0, use_cache: bool = True) -> tf.data.Dataset:
-    """Epoch `epoch`'s batches from batch `skip` on."""
-    seed = self._config.train.seed * 1000 + epoch
+  def train(self, epoch: int, skip: int = 0, use_cache: bool = True,
+            shard: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
+    """Epoch `epoch`'s batches from batch `skip` on.
+
+    With `shard` (a `tf.distribute` input pipeline), the pipeline yields, for
+    every global batch, the rows of its local replicas only (rows r::replicas
+    for replica r), so the replicas of all workers together train on exactly
+    the batches of one process, and each worker samples only its own rows.
+    """
     if self._presampled is not None and not (use_cache and self._cache_fn is not None):
+      if shard is not None:
+        raise ConfigError("sampling.where=beam: pre-sampled subgraphs are not yet sharded "
+                          "over tf.distribute workers; use train.strategy=default")
       return self._presampled.dataset(contracts.TRAIN_SPLIT, self._config.train.batch_size,
-                                      seed).skip(skip).prefetch(tf.data.AUTOTUNE)
-    ds = self._batched(self._train, seed).skip(skip)
-    return self._add_graph(ds, self._config.sampling.seed + 1 + epoch, use_cache)
+                                      self._config.train.seed * 1000 + epoch
+                                      ).skip(skip).prefetch(tf.data.AUTOTUNE)
+    ds = self.train_examples(epoch, skip)
+    if shard is not None:
+      ds = shard_batches(ds, shard)
+    return self._add_graph(ds, self.train_sampling_seed(epoch), use_cache)
+
+  def train_examples(self, epoch: int, skip: int = 0) -> tf.data.Dataset:
+    """Epoch `epoch`'s example batches, before `graph_fn` (which parameter_server runs in the step)."""
+    return self._batched(self._train, self._config.train.seed * 1000 + epoch).skip(skip)
+
+  def train_sampling_seed(self, epoch: int) -> int:
+    return self._config.sampling.seed + 1 + epoch
 
   def eval(self) -> tf.data.Dataset:
     """Eval batches in file order, sampled with the serving seed."""

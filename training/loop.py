@@ -8,9 +8,16 @@ checkpoint and an eval; a restored epoch end that was never evaluated (the
 process died between the two) is evaluated first. Eval records go to the
 append-only `EvalHistory`, so best metric and time to best come from every
 eval of the run, however often it was killed.
+
+Under a `tf.distribute` strategy (the caller's scope, see `distribute.py`),
+steps run through `strategy.run` on each worker's rows of every global batch,
+`out_dir` is this process's write directory and checkpoints are restored from
+the chief's; with `parameter_server` the chief schedules the steps on the
+workers through a `ClusterCoordinator`.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -24,6 +31,7 @@ import tensorflow as tf
 from e2e_grec.config import Config, ConfigError
 from e2e_grec.models import metrics as metrics_lib
 from e2e_grec.models.e2e_grec import E2EGRec
+from e2e_grec.training import distribute
 from e2e_grec.training import task_selection
 from e2e_grec.training.inputs import Inputs
 from e2e_grec.training.run_log import EvalHistory, RunLog
@@ -94,6 +102,13 @@ class Trainer:
                                      **(extra_state or {}))
     self._manager = tf.train.CheckpointManager(
         checkpoint, os.path.join(out_dir, CHECKPOINT_DIR), max_to_keep=2)
+    # Every worker restores the chief's checkpoints (TF's multi-worker recipe).
+    self._restore_dir = os.path.join(distribute.chief_dir(out_dir), CHECKPOINT_DIR)
+    self._strategy = tf.distribute.get_strategy()
+    self._coordinator = (
+        tf.distribute.experimental.coordinator.ClusterCoordinator(self._strategy)
+        if isinstance(self._strategy, tf.distribute.ParameterServerStrategy) else None)
+    self._train_fn: Callable | None = None
     self._tensorboard = os.path.join(out_dir, TENSORBOARD_DIR)
     self.log = RunLog(out_dir)
     self.history = EvalHistory(out_dir)
@@ -102,7 +117,7 @@ class Trainer:
 
   def restore(self) -> bool:
     """Restores the latest checkpoint, if any (model variables must exist)."""
-    latest = self._manager.latest_checkpoint
+    latest = tf.train.latest_checkpoint(self._restore_dir)
     if latest:
       self._manager.checkpoint.restore(latest)
       self._wall_at_restore = float(self._wall.numpy())
@@ -151,6 +166,64 @@ class Trainer:
       logging.info("train: profiler trace of steps %d-%d in %s", first, last,
                    self._tensorboard)
 
+  def _train_batches(self, epoch: int, skip: int = 0):
+    """Epoch `epoch`'s batches from `skip` on (see `_step_function` for what each holds)."""
+    if self._coordinator is not None:
+      return self._inputs.train_examples(epoch, skip)
+    if not tf.distribute.has_strategy():
+      return self._inputs.train(epoch, skip)
+    return self._strategy.distribute_datasets_from_function(
+        lambda shard: self._inputs.train(epoch, skip, shard=shard))
+
+  def _step_function(self, epoch: int) -> Callable:
+    """batch -> logs: one training step of epoch `epoch`.
+
+    One process: `train_step` on batches with their subgraphs. MWMS:
+    `strategy.run` on this worker's rows (sampled in its tf.data pipeline);
+    `train_step` logs cross-replica means, the same on every replica.
+    parameter_server: the chief schedules the step on a free worker, which
+    samples the example batch's subgraphs against the tables on the PS tasks.
+    """
+    strategy, model = self._strategy, self._model
+    if self._coordinator is not None:
+      add_graph = self._inputs.graph_fn(self._inputs.train_sampling_seed(epoch))
+
+      def sample_and_train(balance: bool) -> Callable:
+        # A plain one-argument function: the coordinator calls its concrete function.
+        return tf.function(lambda batch: strategy.run(
+            lambda b: model.train_step(add_graph(b) if add_graph else b, balance=balance),
+            args=(batch,)))
+
+      steps = {balance: sample_and_train(balance) for balance in (False, True)}
+      # One step at a time (fetched before the next): the same steps as one process.
+      return lambda batch: self._coordinator.schedule(
+          steps[self._balances_now()], args=(batch,)).fetch()
+    if self._train_fn is None:
+      spec = self._train_batches(0).element_spec
+      if not tf.distribute.has_strategy():
+        self._train_fn = tf.function(model.train_step, input_signature=[spec])
+      else:
+
+        def replicated_step(batch, balance: bool):
+          logs = strategy.run(model.train_step, args=(batch,), kwargs={"balance": balance})
+          return {k: strategy.experimental_local_results(v)[0] for k, v in logs.items()}
+
+        steps = {balance: tf.function(functools.partial(replicated_step, balance=balance),
+                                      input_signature=[spec]) for balance in (False, True)}
+        self._train_fn = lambda batch: steps[self._balances_now()](batch)
+    return self._train_fn
+
+  def _balances_now(self) -> bool:
+    """Whether the next step updates the loss weights (see `E2EGRec.train_step`)."""
+    iterations = int(self._model.optimizer.iterations.numpy())
+    return (iterations + 1) % self._model.balance_every == 0
+
+  def _examples(self, batch) -> int:
+    """Examples in the global batch (this worker's rows times the workers)."""
+    local = self._strategy.experimental_local_results(batch["user_id"])
+    pipelines = self._strategy.num_replicas_in_sync // len(local)
+    return sum(int(tf.shape(ids)[0]) for ids in local) * pipelines
+
   def fit(self) -> None:
     """Trains to the last step, checkpointing, logging and evaluating on the way."""
     config = self._config.train
@@ -159,17 +232,16 @@ class Trainer:
     if step and (step % per_epoch == 0 or step >= total) \
         and step not in self.history.evaluated_steps():
       self._evaluate(step)  # Checkpointed, then killed before its eval.
-    train_fn = tf.function(self._model.train_step,
-                           input_signature=[self._inputs.train(0).element_spec])
     while step < total:
       epoch, skip = divmod(step, per_epoch)
       window_start, window_examples = time.time(), 0
-      for batch in self._inputs.train(epoch, skip):
+      train_fn = self._step_function(epoch)
+      for batch in self._train_batches(epoch, skip):
         self._profiling(step)
         logs = train_fn(batch)
         step = int(self.step.assign_add(1).numpy())
         check_finite(step, logs)
-        window_examples += int(tf.shape(batch["user_id"])[0])
+        window_examples += self._examples(batch)
         if step % config.log_every_steps == 0:
           rate = window_examples / max(time.time() - window_start, 1e-9)
           self.log.write(step, dict(logs, **{"throughput/train_examples_per_s": rate}))
