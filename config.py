@@ -192,7 +192,7 @@ class ExportConfig:
       default_factory=lambda: {"click": 1.0, "long_view": 1.0, "like": 2.0,
                                "skip": -1.0, "stay": 0.2})
   max_candidates: int = 1000
-  # Which evaluated checkpoint serves each task (`training/task_selection.py`):
+  # Which evaluated checkpoint serves each task (`models/task_selection.py`):
   # last | best_mean (best mean GAUC) | per_task (each task's best eval metric;
   # one model copy per distinct epoch in the SavedModel). best_mean serves one
   # model; on KuaiRand per_task changed only stay RMSE (1.1979 -> 1.1945) for a

@@ -95,6 +95,8 @@ SAMPLING_ARTIFACTS_DIR: Final = "artifacts"
 MODEL_METRICS_FILE: Final = "eval_metrics.json"
 # A training run's final metrics (and history) in its output directory.
 RUN_METRICS_FILE: Final = "metrics.json"
+# Append-only, one JSON record per eval of the run (what task selection reads).
+RUN_EVAL_HISTORY_FILE: Final = "eval_history.jsonl"
 # One JSON object per logged step (train scalars, and `eval/*` after each epoch).
 RUN_LOG_FILE: Final = "train_log.jsonl"
 # The same metrics as a Markdown table.

@@ -55,10 +55,12 @@ from e2e_grec.datasets import examples as examples_lib
 from e2e_grec.datasets import kuairand, prepare as prepare_lib, vocab
 from e2e_grec.datasets import node_tables as node_tables_lib
 from e2e_grec.datasets.dates import date_of, day_of
+from e2e_grec.datasets.labels import BINARY_TASKS, REGRESSION_TASKS
 from e2e_grec.datasets.node_tables import NodeTables
 from e2e_grec.graph import builder
 from e2e_grec.graph.sampler import SubgraphSampler
 from e2e_grec.graph.sampling_index import SamplingIndex
+from e2e_grec.models import task_selection
 from e2e_grec.models.e2e_grec import E2EGRec
 from e2e_grec.serving import export
 
@@ -106,6 +108,19 @@ class TrainedModel:
   @property
   def tables_path(self) -> str:
     return os.path.join(self.model_dir, contracts.NODE_TABLES_FILE)
+
+  def selection(self) -> tuple[task_selection.Selection, int] | None:
+    """The run's `export.task_selection` and its last eval's step, from its
+    eval history; None for a run without one (it serves its last weights)."""
+    path = os.path.join(self.model_dir, contracts.RUN_EVAL_HISTORY_FILE)
+    if not os.path.exists(path):
+      return None
+    with open(path) as f:
+      records = [json.loads(line) for line in f if line.strip()]
+    if not records:
+      return None
+    return (task_selection.select(records, self.config.export.task_selection,
+                                  BINARY_TASKS, REGRESSION_TASKS), records[-1]["step"])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -267,16 +282,21 @@ def _weights(model: E2EGRec, tables: NodeTables) -> list[tf.Variable]:
 
 
 def transplant(trained: TrainedModel, arrays: Mapping[str, np.ndarray],
-               sampler: SubgraphSampler) -> E2EGRec:
-  """Step 4: the trained weights in a model built on the extended `arrays`."""
+               sampler: SubgraphSampler,
+               snapshot: tuple[int, task_selection.Selection] | None = None) -> E2EGRec:
+  """Step 4: the trained weights (the last ones, or the task-selection
+  `snapshot` of a step) in a model built on the extended `arrays`."""
   config = trained.config
   old_tables, new_tables = NodeTables(trained.arrays), NodeTables(dict(arrays))
   old = _built_model(old_tables, config, sampler)
   try:
-    status = old.load_weights(trained.weights)
-    status.expect_partial()  # The optimizer's slots are not needed to serve.
-    status.assert_existing_objects_matched()
-  except (AssertionError, ValueError, tf.errors.OpError) as e:
+    if snapshot is None:
+      status = old.load_weights(trained.weights)
+      status.expect_partial()  # The optimizer's slots are not needed to serve.
+      status.assert_existing_objects_matched()
+    else:
+      task_selection.Snapshots(trained.model_dir).restore(old, *snapshot)
+  except (AssertionError, ValueError, FileNotFoundError, tf.errors.OpError) as e:
     raise RefreshError(f"{trained.weights}: the weights do not fit the model of "
                        f"{trained.model_dir}/{contracts.RUN_CONFIG_FILE}: {e}") from None
   new = _built_model(new_tables, config, sampler)
@@ -299,6 +319,20 @@ def transplant(trained: TrainedModel, arrays: Mapping[str, np.ndarray],
   return new
 
 
+def selected_transplant(trained: TrainedModel, arrays: Mapping[str, np.ndarray],
+                        sampler: SubgraphSampler) -> E2EGRec | task_selection.TaskSelectedModel:
+  """`transplant` of the model the run exports: each task from the eval its
+  `export.task_selection` chose, as `training.run` builds it."""
+  chosen = trained.selection()
+  steps = sorted(set(chosen[0].steps.values())) if chosen else []
+  if not chosen or steps == [chosen[1]]:
+    return transplant(trained, arrays, sampler)
+  selection, last = chosen
+  return task_selection.TaskSelectedModel(
+      {step: transplant(trained, arrays, sampler, None if step == last else (step, selection))
+       for step in steps}, selection.steps)
+
+
 def export_refreshed(trained: TrainedModel, refreshed: RefreshedGraph,
                      config: config_lib.Config, saved_model_dir: str,
                      version: int | None = None) -> Refresh:
@@ -311,7 +345,7 @@ def export_refreshed(trained: TrainedModel, refreshed: RefreshedGraph,
   tables = NodeTables(refreshed.arrays)
   sampler = SubgraphSampler(SamplingIndex.load(refreshed.graph_dir), tables,
                             trained.config.sampling)
-  model = transplant(trained, refreshed.arrays, sampler)
+  model = selected_transplant(trained, refreshed.arrays, sampler)
   seconds = {"graph": refreshed.seconds, "weights": time.time() - started}
   serving_config = trained.config.replace(serving=dataclasses.asdict(config.serving),
                                           export=dataclasses.asdict(config.export))

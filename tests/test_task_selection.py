@@ -11,8 +11,9 @@ from e2e_grec import config as config_lib
 import toy_data
 from e2e_grec.config import ConfigError
 from e2e_grec.datasets.labels import BINARY_TASKS, REGRESSION_TASKS
-from e2e_grec.serving import export, requests
-from e2e_grec.training import loop, run, task_selection
+from e2e_grec.models import task_selection
+from e2e_grec.serving import export, graph_refresh, requests
+from e2e_grec.training import loop, run
 
 TASKS = BINARY_TASKS + REGRESSION_TASKS
 # Each task's eval metric per epoch: click, skip and stay (lowest RMSE) peak at
@@ -104,4 +105,12 @@ def test_saved_model_serves_each_task_from_its_best_epoch(toy_inputs, tmp_path, 
   # The graph tables are shared by the two copies: saved once.
   table_variables = [v for v in loaded.captured if "user_ids" in v.name]
   assert len(table_variables) == 1, [v.name for v in table_variables]
-
+  # A graph refresh of the run serves the same selection (same graph here: same scores).
+  trained = graph_refresh.TrainedModel.load(out)
+  refreshed = graph_refresh.selected_transplant(trained, trained.arrays, result.sampler)
+  assert isinstance(refreshed, task_selection.TaskSelectedModel)
+  rescored = export.Scorer(refreshed, result.sampler, config.export).serve_examples(
+      tf.constant(requests_))
+  for t in TASKS:
+    np.testing.assert_allclose(rescored[t], outputs[BEST_EPOCH[t] - 1][t], rtol=1e-5,
+                               atol=1e-6, err_msg=t)

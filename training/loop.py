@@ -32,7 +32,7 @@ from e2e_grec.config import Config, ConfigError
 from e2e_grec.models import metrics as metrics_lib
 from e2e_grec.models.e2e_grec import E2EGRec
 from e2e_grec.training import distribute
-from e2e_grec.training import task_selection
+from e2e_grec.models import task_selection
 from e2e_grec.training.inputs import Inputs
 from e2e_grec.training.run_log import EvalHistory, RunLog
 

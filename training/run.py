@@ -48,7 +48,7 @@ from e2e_grec.datasets.node_tables import NodeTables
 from e2e_grec.models import metrics as metrics_lib
 from e2e_grec.models import modes, two_stage
 from e2e_grec.models.e2e_grec import E2EGRec
-from e2e_grec.training import task_selection
+from e2e_grec.models import task_selection
 from e2e_grec.training.inputs import Inputs
 from e2e_grec.training.loop import Trainer
 from e2e_grec.training.run_log import plot_weights

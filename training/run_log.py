@@ -22,7 +22,7 @@ from matplotlib import pyplot as plt  # noqa: E402  (after choosing the backend)
 from e2e_grec import contracts  # noqa: E402
 
 LOG_FILE = contracts.RUN_LOG_FILE
-EVAL_HISTORY_FILE = "eval_history.jsonl"
+EVAL_HISTORY_FILE = contracts.RUN_EVAL_HISTORY_FILE
 # What `tf.summary.scalar` writes, without needing the tensorboard package
 # installed: TensorBoard's scalars plugin reads these events.
 _SCALAR_METADATA = summary_pb2.SummaryMetadata(
