@@ -46,9 +46,9 @@ from e2e_grec.config import Config
 from e2e_grec.datasets.labels import BINARY_TASKS, REGRESSION_TASKS
 from e2e_grec.datasets.node_tables import NodeTables
 from e2e_grec.models import metrics as metrics_lib
-from e2e_grec.models import modes, two_stage
+from e2e_grec.models import modes, task_selection, two_stage
 from e2e_grec.models.e2e_grec import E2EGRec
-from e2e_grec.models import task_selection
+from e2e_grec.training import distribute
 from e2e_grec.training.inputs import Inputs
 from e2e_grec.training.loop import Trainer
 from e2e_grec.training.run_log import plot_weights
@@ -202,7 +202,8 @@ def run(config: Config, examples_dir: str, graph_dir: str | None, out_dir: str, 
 
 
 def command(args, config: Config) -> int:
-  """`e2e-grec train`: trains one model and prints its eval metrics."""
-  metrics = run(config, args.examples, args.graph, args.out).metrics
+  """`e2e-grec train`: trains one model (in this process's role of the
+  `train.strategy` cluster) and prints its eval metrics."""
+  metrics = distribute.train(config, args.examples, args.graph, args.out).metrics
   print(metrics_lib.to_markdown(metrics, BINARY_TASKS, REGRESSION_TASKS))
   return 0

@@ -85,7 +85,7 @@ def resumable_run_dir(custom: Mapping[str, Any]) -> str | None:
 
 def run_fn(fn_args: fn_args_utils.FnArgs) -> None:
   """Trains `config.model.mode`, exports the SavedModel, records the eval metrics."""
-  from e2e_grec.training import run  # heavy imports only in the training step
+  from e2e_grec.training import distribute  # heavy imports only in the training step
 
   custom = fn_args.custom_config
   config = contracts.decode_config(custom[contracts.CONFIG_KEY])
@@ -98,8 +98,9 @@ def run_fn(fn_args: fn_args_utils.FnArgs) -> None:
     export_dir = stack.enter_context(staging.output_dir(fn_args.serving_model_dir))
     train_dir = resumable_run_dir(custom) or run_dir
     logging.info("training a %s model; logs in %s", config.model.mode, train_dir)
-    result = run.run(config, examples_dir, graph_dir, train_dir,
-                     model_exporters=[ServingExporter()], export_dir=export_dir)
+    # In this process's role of the `train.strategy` cluster (TF_CONFIG).
+    result = distribute.train(config, examples_dir, graph_dir, train_dir,
+                              model_exporters=[ServingExporter()], export_dir=export_dir)
     if train_dir != run_dir:
       io_utils.copy_dir(train_dir, run_dir)
   write_model_metrics(custom[MODEL_DIR_KEY], ModelMetrics(
