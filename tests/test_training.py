@@ -41,11 +41,13 @@ def _die_at(kill_step):
   return on_step
 
 
-@pytest.mark.parametrize("mode", ["e2e", "two_stage"])
-def test_graph_modes_train_and_write_their_outputs(toy_inputs, tmp_path, mode):
+@pytest.mark.parametrize("mode,warm_start", [("e2e", False), ("two_stage", False),
+                                             ("e2e", True)])
+def test_graph_modes_train_and_write_their_outputs(toy_inputs, tmp_path, mode, warm_start):
   examples, graph = toy_inputs
   out = str(tmp_path / mode)
-  result = run.run(_config(**{"model.mode": mode, "train.epochs": 1}), examples, graph, out)
+  result = run.run(_config(**{"model.mode": mode, "train.epochs": 1,
+                              "train.warm_start": warm_start}), examples, graph, out)
   metrics = result.metrics
   for name in ("metrics.json", "metrics.md", "gradnorm_weights.png", "config.yaml",
                "weights/model.index", run_log.EVAL_HISTORY_FILE):
@@ -58,6 +60,8 @@ def test_graph_modes_train_and_write_their_outputs(toy_inputs, tmp_path, mode):
   assert {"weight/click", "grad_norm/click", "throughput/train_examples_per_s"} <= logged
   if mode == "e2e":
     assert "loss/gfae" in logged and "grad_norm/gfae" in logged
+    # A warm start pretrains as two_stage does, then trains the encoder end to end.
+    assert ("pretrain_s" in metrics) == warm_start and result.model.encoder.trainable
   else:
     assert metrics["pretrain_s"] > 0 and metrics["precompute_s"] > 0
 
