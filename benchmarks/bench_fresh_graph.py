@@ -34,6 +34,7 @@ import time
 import e2e_grec  # noqa: F401  (legacy Keras before TensorFlow)
 import numpy as np
 
+from benchmarks import result_files
 from e2e_grec import config as config_lib
 from e2e_grec import contracts
 from e2e_grec.datasets import prepare
@@ -48,7 +49,6 @@ from e2e_grec.models import two_stage
 from e2e_grec.serving import graph_refresh
 from e2e_grec.training import inputs as inputs_lib, loop, run as run_lib
 
-RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 STALE_END, FRESH_END = "2022-05-02", "2022-05-04"
 # Every arm runs the default config (the experiment runner's CPU-sized
 # settings); these of its keys are recorded with the results.
@@ -318,11 +318,7 @@ def main(argv: list[str] | None = None) -> dict:
     for seed in args.seeds:
       run_arms(seed, args.data, args.work, stale, fresh)
   summary = summarize(args.work, args.seeds)
-  os.makedirs(RESULTS_DIR, exist_ok=True)
-  with open(os.path.join(RESULTS_DIR, "bench_fresh_graph.json"), "w") as f:
-    json.dump(summary, f, indent=2)
-  with open(os.path.join(RESULTS_DIR, "bench_fresh_graph.md"), "w") as f:
-    f.write(markdown(summary) + "\n")
+  result_files.write("bench_fresh_graph", summary, markdown(summary))
   print(markdown(summary))
   return summary
 

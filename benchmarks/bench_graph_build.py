@@ -14,7 +14,6 @@ benchmarks/results/bench_graph_build.json and .md (the README table).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
@@ -22,6 +21,7 @@ import shutil
 import tempfile
 
 import e2e_grec  # noqa: F401  (legacy Keras before TensorFlow)
+from benchmarks import result_files
 from e2e_grec import config as config_lib
 from e2e_grec import contracts
 from e2e_grec.config import SyntheticConfig
@@ -29,7 +29,6 @@ from e2e_grec.datasets import prepare as prepare_lib
 from e2e_grec.datasets import synthetic
 from e2e_grec.graph import builder
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 SYNTHETIC = {"100k": 100_000, "1m": 1_000_000, "3m": 3_000_000, "10m": 10_000_000}
 
 
@@ -112,11 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
             "beam_args": list(config.graph.beam_args) + args.beam_arg,
             "graph_config": config.to_dict()["graph"],
             "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version()}}
-  os.makedirs(RESULTS, exist_ok=True)
-  with open(os.path.join(RESULTS, "bench_graph_build.json"), "w") as f:
-    json.dump(result, f, indent=2)
-  with open(os.path.join(RESULTS, "bench_graph_build.md"), "w") as f:
-    f.write(_markdown(result) + "\n")
+  result_files.write("bench_graph_build", result, _markdown(result))
   return result
 
 

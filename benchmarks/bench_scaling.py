@@ -46,11 +46,10 @@ import time
 import e2e_grec  # noqa: F401  (legacy Keras before TensorFlow)
 import numpy as np
 
-from benchmarks import bench_graph_build
+from benchmarks import bench_graph_build, result_files
 from e2e_grec import config as config_lib
 from e2e_grec import contracts
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 MULTIPROCESS_ARGS = ("--direct_num_workers=2", "--direct_running_mode=multi_processing")
 # Data first, apart, so no later stage's peak memory is the generator's; the
 # 2-process build last: on a busy machine it is the first to drop for time.
@@ -395,11 +394,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         if wanted and _run_child(stage, size, args.work) is None:
           break  # later stages need this one's output
   result = summarize(sizes, args.work)
-  os.makedirs(RESULTS, exist_ok=True)
-  with open(os.path.join(RESULTS, "bench_scaling.json"), "w") as f:
-    json.dump(result, f, indent=2)
-  with open(os.path.join(RESULTS, "bench_scaling.md"), "w") as f:
-    f.write(markdown(result) + "\n")
+  result_files.write("bench_scaling", result, markdown(result))
   print(markdown(result))
   return result
 
