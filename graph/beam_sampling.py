@@ -52,12 +52,11 @@ from e2e_grec.datasets import node_tables as node_tables_lib
 from e2e_grec.datasets import vocab
 from e2e_grec.graph import builder
 from e2e_grec.graph import sampling_index as index_lib
-from e2e_grec.graph.builder import _by_shard, _concat, _length, _take  # columnar helpers
+from e2e_grec.graph.columnar import Columns, by_shard, concat, length, take
 from e2e_grec.graph.sampling_plan import SamplingPlan, schema_endpoints
 
 _RADIX = index_lib.DAY_RADIX
 _PARSE_BATCH = 65_536
-Columns = dict[str, np.ndarray]
 
 # SplitMix64 (graph/sampler.py) on uint64, whose arithmetic wraps like the sampler's int64.
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -147,7 +146,7 @@ def _read_edge_set(element: tuple[int, str], graph_dir: str, layout: _Layout,
         day, tab = np.concatenate([day, day]), np.concatenate([tab, tab])
       edges = {"edge_set": np.full(len(day), edge_set_id, np.int64), "source": source,
                "target": target, "day": day, "tab": tab}
-      yield from _by_shard(edges, source, shards)
+      yield from by_shard(edges, source, shards)
   except tf.errors.OpError as e:
     raise ValueError(f"{path}: not a unigraph edge file with #source, #target, day"
                      f"{', tab' if with_tab else ''}: {e.message}") from None
@@ -156,7 +155,7 @@ def _read_edge_set(element: tuple[int, str], graph_dir: str, layout: _Layout,
 def _adjacency(element: tuple[int, Iterable[Columns]], layout: _Layout) -> tuple[int, Columns]:
   """A shard's edges as CSR-ordered rows with their composite (row, day) keys."""
   shard, chunks = element
-  edges = _concat(chunks)
+  edges = concat(chunks)
   symmetric = np.isin(edges["edge_set"], [layout.edge_set_names.index(n)
                                           for n in builder.SYMMETRIC
                                           if n in layout.edge_set_names])
@@ -164,9 +163,9 @@ def _adjacency(element: tuple[int, Iterable[Columns]], layout: _Layout) -> tuple
     keyed = np.stack([edges["edge_set"], edges["source"], edges["target"], edges["day"]])
     _, first = np.unique(keyed[:, symmetric], axis=1, return_index=True)
     keep = np.concatenate([np.flatnonzero(~symmetric), np.flatnonzero(symmetric)[first]])
-    edges = _take(edges, keep)
+    edges = take(edges, keep)
   row = edges["edge_set"] * layout.row_radix + edges["source"]
-  edges = _take(edges, np.lexsort((edges["target"], edges["day"], row)))
+  edges = take(edges, np.lexsort((edges["target"], edges["day"], row)))
   key = (edges["edge_set"] * layout.row_radix + edges["source"]) * _RADIX + edges["day"]
   return shard, {"key": key, "target": edges["target"], "tab": edges["tab"]}
 
@@ -197,7 +196,7 @@ class _ReadExamples(beam.DoFn):
                 "day": np.clip(features[contracts.DAY], 0, _RADIX - 1),
                 "record": np.asarray(records, object)}
         read += count
-        yield from _by_shard(rows, rows["example"], self._shards)
+        yield from by_shard(rows, rows["example"], self._shards)
     except tf.errors.OpError as e:
       raise ValueError(f"{path}: not a GZIP TFRecord of tf.Examples with int64 "
                        f"user_id, video_id, day: {e.message}") from None
@@ -207,7 +206,7 @@ def _seed_nodes(element: tuple[int, Iterable[Columns]], layout: _Layout
                 ) -> tuple[int, Columns]:
   """An example shard's examples -> their subgraph nodes so far: the two seeds."""
   shard, chunks = element
-  rows = _concat(chunks)
+  rows = concat(chunks)
   offset = layout.node_offset
   nodes = {"example": np.repeat(rows["example"], 2),
            "node": np.stack([rows["user"] + offset[layout.set_id["user"]],
@@ -218,10 +217,10 @@ def _seed_nodes(element: tuple[int, Iterable[Columns]], layout: _Layout
 
 def _unique_nodes(nodes: Columns) -> Columns:
   """(example, node) pairs once (a node of an example always has the example's cutoff)."""
-  if not _length(nodes):
+  if not length(nodes):
     return nodes
   _, first = np.unique(np.stack([nodes["example"], nodes["node"]]), axis=1, return_index=True)
-  return _take(nodes, np.sort(first))
+  return take(nodes, np.sort(first))
 
 
 def _queries(nodes: Columns, hop: int, layout: _Layout, shards: int
@@ -231,9 +230,9 @@ def _queries(nodes: Columns, hop: int, layout: _Layout, shards: int
   steps = np.flatnonzero(layout.step_hop == hop)
   matches = node_set[:, None] == layout.step_source[steps][None, :]
   which, step = np.nonzero(matches)
-  queries = {**_take(nodes, which), "step": steps[step]}
+  queries = {**take(nodes, which), "step": steps[step]}
   local = queries["node"] - layout.node_offset[node_set[which]]
-  yield from _by_shard(queries, local, shards)
+  yield from by_shard(queries, local, shards)
 
 
 def _sample(element: tuple[int, dict[str, list[Columns]]], layout: _Layout, shards: int
@@ -245,8 +244,8 @@ def _sample(element: tuple[int, dict[str, list[Columns]]], layout: _Layout, shar
   _, groups = element
   if not groups["queries"]:
     return
-  queries = _concat(groups["queries"])
-  adjacency = (_concat(groups["adjacency"]) if groups["adjacency"]
+  queries = concat(groups["queries"])
+  adjacency = (concat(groups["adjacency"]) if groups["adjacency"]
                else {"key": np.zeros([0], np.int64), "target": np.zeros([0], np.int64),
                      "tab": np.zeros([0], np.int64)})
   distinct, inverse = np.unique(np.stack([queries["step"], queries["node"], queries["cutoff"]]),
@@ -282,24 +281,24 @@ def _sample(element: tuple[int, dict[str, list[Columns]]], layout: _Layout, shar
   per_distinct = np.bincount(pick, minlength=distinct.shape[1])
   first = np.cumsum(per_distinct) - per_distinct
   asked, j = _ragged_range(per_distinct[inverse])
-  edges = _take(sampled, first[inverse[asked]] + j)
+  edges = take(sampled, first[inverse[asked]] + j)
   edges["example"] = queries["example"][asked]
   edges["cutoff"] = queries["cutoff"][asked]
-  yield from _by_shard(edges, edges["example"], shards)
+  yield from by_shard(edges, edges["example"], shards)
 
 
 def _extend(element: tuple[int, dict[str, list[Columns]]], hop: int, layout: _Layout,
             shards: int):
   """One example shard: adds a hop's sampled targets; the new ones are the next frontier."""
   shard, groups = element
-  nodes = _concat(groups["nodes"])
+  nodes = concat(groups["nodes"])
   if groups["edges"]:
-    edges = _concat(groups["edges"])
+    edges = concat(groups["edges"])
     reached = _unique_nodes({"example": edges["example"], "node": edges["target"],
                              "cutoff": edges["cutoff"]})
     known = np.isin(_pair_keys(reached), _pair_keys(nodes))
-    new = _take(reached, np.flatnonzero(~known))
-    nodes = _concat([nodes, new])
+    new = take(reached, np.flatnonzero(~known))
+    nodes = concat([nodes, new])
     if hop + 1 < layout.plan.hops:
       yield from (beam.pvalue.TaggedOutput("queries", q)
                   for q in _queries(new, hop + 1, layout, shards))
@@ -308,7 +307,7 @@ def _extend(element: tuple[int, dict[str, list[Columns]]], hop: int, layout: _La
 
 def _pair_keys(nodes: Columns) -> np.ndarray:
   """(example, node) as one structured key per row, for set membership."""
-  pairs = np.empty(_length(nodes), dtype=[("example", np.int64), ("node", np.int64)])
+  pairs = np.empty(length(nodes), dtype=[("example", np.int64), ("node", np.int64)])
   pairs["example"], pairs["node"] = nodes["example"], nodes["node"]
   return pairs
 
@@ -323,12 +322,12 @@ def _encode(element: tuple[int, dict[str, list[Columns]]], layout: _Layout
   _, groups = element
   if not groups["examples"]:
     return
-  examples = _concat(groups["examples"])
-  nodes = _concat(groups["nodes"])
-  edges = (_concat(groups["edges"]) if groups["edges"] else
+  examples = concat(groups["examples"])
+  nodes = concat(groups["nodes"])
+  edges = (concat(groups["edges"]) if groups["edges"] else
            {name: np.zeros([0], np.int64) for name in ("example", "step", "source", "target",
                                                          "tab")})
-  examples = _take(examples, np.argsort(examples["example"]))
+  examples = take(examples, np.argsort(examples["example"]))
   num, total = len(examples["example"]), int(layout.node_offset[-1])
   rank = lambda example: np.searchsorted(examples["example"], example)
   # Nodes sorted by (example, global node): node sets are contiguous in each example.

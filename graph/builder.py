@@ -58,6 +58,7 @@ from e2e_grec.datasets import node_tables as node_tables_lib
 from e2e_grec.datasets import vocab
 from e2e_grec.graph import manifest as manifest_lib
 from e2e_grec.graph import sampling_index as index_lib
+from e2e_grec.graph.columnar import Columns, by_shard, concat, length, take
 
 STATS_FILE = "_build_stats.jsonl"
 # Temporary columnar copy of every table, for the sampling index.
@@ -82,33 +83,17 @@ _SLICE_ROWS = 262_144
 _STATS = "stats"
 _PAIRS = "co_engage_pairs"
 
-Columns = dict[str, np.ndarray]
-
-
 class GraphBuildError(ValueError):
   """An input of the graph build is missing, empty or inconsistent."""
 
 
 # ----------------------------------------------------------------------------
-# Columnar helpers (NumPy; every chunk is a dict of equal-length arrays).
-
-
-def _take(columns: Columns, index: np.ndarray) -> Columns:
-  return {name: values[index] for name, values in columns.items()}
-
-
-def _concat(chunks: Iterable[Columns]) -> Columns:
-  chunks = list(chunks)
-  return {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
-
-
-def _length(columns: Columns) -> int:
-  return len(next(iter(columns.values())))
+# Beam element helpers (columnar chunks: graph/columnar.py).
 
 
 def _slices(key: str, table: Columns) -> Iterator[tuple[str, Columns]]:
   """(key, table) in slices of `_SLICE_ROWS` rows: Beam elements stay small."""
-  for begin in range(0, max(_length(table), 1), _SLICE_ROWS):
+  for begin in range(0, max(length(table), 1), _SLICE_ROWS):
     yield key, {name: values[begin:begin + _SLICE_ROWS] for name, values in table.items()}
 
 
@@ -122,16 +107,6 @@ def _runs(*keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   return starts, np.append(starts[1:], n)[:len(starts)]
 
 
-def _by_shard(columns: Columns, key: np.ndarray, shards: int) -> Iterator[tuple[int, Columns]]:
-  """Splits a chunk into (shard, sub-chunk) by `key % shards`."""
-  shard = key % shards
-  order = np.argsort(shard, kind="stable")
-  counts = np.bincount(shard, minlength=shards)
-  for s, (begin, end) in enumerate(zip(np.cumsum(counts) - counts, np.cumsum(counts))):
-    if end > begin:
-      yield s, _take(columns, order[begin:end])
-
-
 def _known(name: str, columns: Columns, source_set: str, target_set: str
            ) -> tuple[Columns, list[tuple[str, int]]]:
   """Drops edges with an OOV endpoint; returns the rest and (stat key, count) pairs."""
@@ -139,13 +114,13 @@ def _known(name: str, columns: Columns, source_set: str, target_set: str
   unknown_target = ~unknown_source & (columns["target"] == 0)
   stats = [(f"dropped/{name}/unknown_{source_set}", int(unknown_source.sum())),
            (f"dropped/{name}/unknown_{target_set}", int(unknown_target.sum()))]
-  return _take(columns, ~(unknown_source | unknown_target)), [s for s in stats if s[1]]
+  return take(columns, ~(unknown_source | unknown_target)), [s for s in stats if s[1]]
 
 
 def behaviour_edges(rows: Columns, mask: np.ndarray) -> Columns:
   """One edge per (user, video, day) of the masked rows: count, tab of the latest."""
-  rows = _take(rows, np.flatnonzero(mask))
-  rows = _take(rows, np.lexsort((rows["time"], rows["day"], rows["video"], rows["user"])))
+  rows = take(rows, np.flatnonzero(mask))
+  rows = take(rows, np.lexsort((rows["time"], rows["day"], rows["video"], rows["user"])))
   starts, ends = _runs(rows["user"], rows["video"], rows["day"])
   return {"source": rows["user"][starts], "target": rows["video"][starts],
           "day": rows["day"][starts], "tab": rows["tab"][ends - 1],
@@ -158,8 +133,8 @@ def co_engage_pairs(rows: Columns, window: int) -> Columns:
   Every such event is paired with the same user's previous `window` events;
   a pair's day is the later event's day.
   """
-  events = _take(rows, np.flatnonzero((rows["long_view"] == 1) | (rows["like"] == 1)))
-  events = _take(events, np.lexsort((events["video"], events["time"], events["user"])))
+  events = take(rows, np.flatnonzero((rows["long_view"] == 1) | (rows["like"] == 1)))
+  events = take(events, np.lexsort((events["video"], events["time"], events["user"])))
   user, video, day = events["user"], events["video"], events["day"]
   sources, targets, days = [], [], []
   for lag in range(1, window + 1):
@@ -183,20 +158,20 @@ def top_k_pairs(pairs: Columns, k: int) -> Columns:
   Ties are broken by the smaller target index, so the result is deterministic.
   `pairs` must hold every pair of its sources (one key shard).
   """
-  pairs = _take(pairs, np.lexsort((pairs["target"], pairs["day"], pairs["source"])))
+  pairs = take(pairs, np.lexsort((pairs["target"], pairs["day"], pairs["source"])))
   starts, ends = _runs(pairs["source"], pairs["day"], pairs["target"])
-  edges = {**_take(pairs, starts), "count": (ends - starts).astype(np.int64)}
+  edges = {**take(pairs, starts), "count": (ends - starts).astype(np.int64)}
   order = np.lexsort((edges["target"], -edges["count"], edges["day"], edges["source"]))
-  edges = _take(edges, order)
+  edges = take(edges, order)
   group_starts, group_ends = _runs(edges["source"], edges["day"])
-  rank = np.arange(_length(edges)) - np.repeat(group_starts, group_ends - group_starts)
-  return _take(edges, np.flatnonzero(rank < k))
+  rank = np.arange(length(edges)) - np.repeat(group_starts, group_ends - group_starts)
+  return take(edges, np.flatnonzero(rank < k))
 
 
 def unique_edges(edges: Columns) -> Columns:
   """Edges de-duplicated by (source, target, day), sorted."""
-  edges = _take(edges, np.lexsort((edges["day"], edges["target"], edges["source"])))
-  return _take(edges, _runs(edges["source"], edges["target"], edges["day"])[0])
+  edges = take(edges, np.lexsort((edges["day"], edges["target"], edges["source"])))
+  return take(edges, _runs(edges["source"], edges["target"], edges["day"])[0])
 
 
 # ----------------------------------------------------------------------------
@@ -263,7 +238,7 @@ class _ParseExamples(_WithNodeTables):
         count = int((masks[name] & bad).sum())
         if count:
           yield beam.pvalue.TaggedOutput(_STATS, (f"dropped/{name}/{reason}", count))
-    yield from _by_shard(_take(rows, np.flatnonzero(~unknown)),
+    yield from by_shard(take(rows, np.flatnonzero(~unknown)),
                          rows["user"][~unknown], self._shards)
 
 
@@ -277,12 +252,12 @@ class _UserShardEdges(beam.DoFn):
 
   def process(self, element: tuple[int, Iterable[Columns]]):
     _, chunks = element
-    rows = _concat(chunks)
+    rows = concat(chunks)
     for name in self._behaviours:
-      mask = np.ones(_length(rows), bool) if name == "impression" else rows[name] == 1
+      mask = np.ones(length(rows), bool) if name == "impression" else rows[name] == 1
       yield edge_table(name, behaviour_edges(rows, mask))
     pairs = co_engage_pairs(rows, self._window)
-    for shard, chunk in _by_shard(pairs, pairs["source"], self._shards):
+    for shard, chunk in by_shard(pairs, pairs["source"], self._shards):
       yield beam.pvalue.TaggedOutput(_PAIRS, (shard, chunk))
 
 
@@ -290,15 +265,15 @@ def _top_k_both_directions(element: tuple[int, Iterable[Columns]], k: int,
                            shards: int) -> Iterator[tuple[int, Columns]]:
   """Top-K of a video shard; every kept edge is also emitted reversed (symmetry)."""
   _, chunks = element
-  kept = top_k_pairs(_concat(chunks), k)
+  kept = top_k_pairs(concat(chunks), k)
   reverse = {**kept, "source": kept["target"], "target": kept["source"]}
-  both = _concat([kept, reverse])
-  yield from _by_shard(both, both["source"], shards)
+  both = concat([kept, reverse])
+  yield from by_shard(both, both["source"], shards)
 
 
 def _symmetric_edges(element: tuple[int, Iterable[Columns]]) -> tuple[str, Columns]:
   _, chunks = element
-  return edge_table(CO_ENGAGE, unique_edges(_concat(chunks)))
+  return edge_table(CO_ENGAGE, unique_edges(concat(chunks)))
 
 
 class _HistoryEdges(_WithNodeTables):
@@ -314,10 +289,10 @@ class _HistoryEdges(_WithNodeTables):
     edges, stats = _known(HISTORY, edges, "user", "video")
     for stat in stats:
       yield beam.pvalue.TaggedOutput(_STATS, stat)
-    edges = _take(edges, np.lexsort((edges["day"], edges["target"], edges["source"])))
+    edges = take(edges, np.lexsort((edges["day"], edges["target"], edges["source"])))
     starts, ends = _runs(edges["source"], edges["target"], edges["day"])
     yield from _slices(*edge_table(HISTORY, {
-        **_take(edges, starts), "tab": np.zeros(len(starts), np.int64),
+        **take(edges, starts), "tab": np.zeros(len(starts), np.int64),
         "count": (ends - starts).astype(np.int64)}))
 
 
@@ -406,7 +381,7 @@ def serialize_table(table: Columns) -> Iterator[bytes]:
   One Example is reused and its values overwritten in place (about 2x faster
   than building an Example per row).
   """
-  if not _length(table):
+  if not length(table):
     return
   example = tf.train.Example()
   values_of, rows_of, scalar = [], [], []
@@ -592,7 +567,7 @@ def _read_columns(out_dir: str, edge_set: str, source_set: str, target_set: str
   for path in sorted(tf.io.gfile.glob(pattern)):
     with tf.io.gfile.GFile(path, "rb") as f, np.load(io.BytesIO(f.read())) as data:
       chunks.append({name: data[name] for name in data.files})
-  columns = _concat(chunks)
+  columns = concat(chunks)
   return index_lib.EdgeArrays(source_set, target_set, columns[unigraph.SOURCE_ID],
                               columns[unigraph.TARGET_ID], columns["day"],
                               columns.get("tab"))

@@ -15,7 +15,7 @@ from tensorflow_gnn.data import unigraph
 from e2e_grec import config as config_lib
 from e2e_grec import contracts
 from e2e_grec.datasets import node_tables
-from e2e_grec.graph import builder
+from e2e_grec.graph import builder, columnar
 from e2e_grec.graph import manifest as manifest_lib
 from e2e_grec.graph import sampling_index
 
@@ -214,7 +214,7 @@ def test_later_days_never_change_earlier_edges():
 
   full = graph(rows)
   for cutoff in (11, 12, 13):
-    early = graph(builder._take(rows, np.flatnonzero(rows["day"] < cutoff)))
+    early = graph(columnar.take(rows, np.flatnonzero(rows["day"] < cutoff)))
     for name, edges in early.items():
       assert edges == {e for e in full[name] if e[0] < cutoff}, (name, cutoff)
 
