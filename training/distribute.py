@@ -31,6 +31,7 @@ import json
 import os
 import shutil
 import socket
+
 import e2e_grec  # noqa: F401  (legacy Keras before TensorFlow)
 import tensorflow as tf
 
