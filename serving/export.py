@@ -33,6 +33,7 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 from e2e_grec import config as config_lib
 from e2e_grec.contracts import GRAPH_INPUT
+from e2e_grec.graph import example_subgraphs
 from e2e_grec.serving.requests import (EXAMPLES_INPUT, EXAMPLES_SIGNATURE, RANK_INPUTS,
                                        RANK_SIGNATURE, REQUEST_FEATURES, SCORE, TASKS,
                                        WARMUP_DIR, WARMUP_FILE, examples_request,
@@ -44,33 +45,6 @@ def example_graph_spec(sampler: Any) -> tfgnn.GraphTensorSpec:
   if spec.rank != 0:
     raise ValueError(f"the sampler's graph_tensor_spec() must be scalar, got rank {spec.rank}")
   return spec.relax(num_components=True, num_nodes=True, num_edges=True)
-
-
-def _single_component(graph: tfgnn.GraphTensor) -> tfgnn.GraphTensor:
-  """Merges all components into one, as the sampler's batches are built.
-
-  After `merge_batch_to_components` each example is one component; node and
-  edge indices are already global, so only the sizes change. The examples'
-  subgraphs stay disconnected, so each example is scored on its own subgraph.
-  """
-  if graph.context.features:
-    raise ValueError("per-example graphs with context features cannot be merged into "
-                     f"one component: {sorted(graph.context.features)}")
-
-  def total(sizes: tf.Tensor) -> tf.Tensor:
-    return tf.reshape(tf.reduce_sum(sizes), [1])
-
-  return tfgnn.GraphTensor.from_pieces(
-      node_sets={
-          name: tfgnn.NodeSet.from_fields(sizes=total(ns.sizes), features=ns.features)
-          for name, ns in graph.node_sets.items()},
-      edge_sets={
-          name: tfgnn.EdgeSet.from_fields(
-              sizes=total(es.sizes), features=es.features,
-              adjacency=tfgnn.Adjacency.from_indices(
-                  source=(es.adjacency.source_name, es.adjacency.source),
-                  target=(es.adjacency.target_name, es.adjacency.target)))
-          for name, es in graph.edge_sets.items()})
 
 
 class Scorer:
@@ -135,8 +109,7 @@ class Scorer:
         examples, {name: tf.io.FixedLenFeature([], tf.int64) for name in REQUEST_FEATURES})
     graph = None
     if self.graph_spec is not None:
-      graph = _single_component(
-          tfgnn.parse_example(self.graph_spec, examples).merge_batch_to_components())
+      graph = example_subgraphs.parse(self.graph_spec, examples)
     return self.predict(features, graph)
 
   def rank(self, user_id: tf.Tensor, video_ids: tf.Tensor, tab: tf.Tensor,

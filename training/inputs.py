@@ -20,12 +20,12 @@ from typing import Callable
 import e2e_grec  # noqa: F401  (legacy Keras before TensorFlow)
 import numpy as np
 import tensorflow as tf
-import tensorflow_gnn as tfgnn
 
 from e2e_grec import contracts
 from e2e_grec.config import Config, ConfigError
 from e2e_grec.datasets import examples as examples_lib
 from e2e_grec.datasets.node_tables import NodeTables
+from e2e_grec.graph import example_subgraphs
 from e2e_grec.models import modes
 
 
@@ -68,15 +68,14 @@ class PresampledSubgraphs:
 
   def dataset(self, split: str, batch_size: int, shuffle_seed: int | None) -> tf.data.Dataset:
     """Batches of features plus `graph` (one component per batch, as the sampler's)."""
-    from e2e_grec.serving.export import _single_component  # pylint: disable=protected-access
     files = sorted(tf.io.gfile.glob(contracts.split_glob(self._dir, split)))
     ds = tf.data.TFRecordDataset(files, compression_type="GZIP")
     if shuffle_seed is not None:
       ds = ds.shuffle(self.SHUFFLE_BUFFER, seed=shuffle_seed, reshuffle_each_iteration=False)
     spec = self._spec
     return ds.batch(batch_size).map(
-        lambda records: {**examples_lib.parse(records), contracts.GRAPH_INPUT: _single_component(
-            tfgnn.parse_example(spec, records).merge_batch_to_components())},
+        lambda records: {**examples_lib.parse(records),
+                         contracts.GRAPH_INPUT: example_subgraphs.parse(spec, records)},
         num_parallel_calls=tf.data.AUTOTUNE)
 
 
@@ -110,7 +109,6 @@ class Inputs:
     """Reads `prepare`'s examples and node tables and, if the mode has a GNN, the graph."""
     mode = modes.of(config)
     tables = load_tables(examples_dir)
-    train, eval_ = load_split(examples_dir, contracts.TRAIN_SPLIT), load_split(examples_dir, contracts.EVAL_SPLIT)
     sampler = presampled = None
     if mode.has_encoder:
       if not graph_dir:
@@ -123,8 +121,9 @@ class Inputs:
           raise ValueError("sampling.where=beam needs sampling.subgraphs_dir, the "
                            "pre-sampled subgraphs (BeamSubgraphSampler output)")
         presampled = PresampledSubgraphs(config.sampling.subgraphs_dir)
-        train = presampled.columns(contracts.TRAIN_SPLIT)
-        eval_ = presampled.columns(contracts.EVAL_SPLIT)
+    # Pre-sampled examples carry their own features and labels, in their own order.
+    read = presampled.columns if presampled else lambda split: load_split(examples_dir, split)
+    train, eval_ = read(contracts.TRAIN_SPLIT), read(contracts.EVAL_SPLIT)
     return cls(config, train, eval_, sampler, tables, presampled)
 
   @property
