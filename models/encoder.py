@@ -111,11 +111,17 @@ class NodeInputs(tf.keras.layers.Layer):
     for ns in graph.node_sets:
       if ns not in self._ids:
         continue
-      x = self.node_input(ns, graph.node_sets[ns][NODE_ID_FEATURE])
+      ids = graph.node_sets[ns][NODE_ID_FEATURE]
+      # A node's input depends on its index only, not on its cutoff: the same
+      # user or video under several cutoffs (a third to half of a batch's
+      # nodes) is looked up and projected once. The projection is row-wise,
+      # so projecting before or after the masking is the same.
+      distinct, where = tf.unique(ids)
+      state = tf.gather(self._project[ns](self.node_input(ns, distinct)), where)
       if masks is not None and ns in masks:
-        x = tf.where(masks[ns][:, None], self._mask_token[ns][None, :], x)
-      states[ns] = {NODE_ID_FEATURE: graph.node_sets[ns][NODE_ID_FEATURE],
-                    tfgnn.HIDDEN_STATE: self._project[ns](x)}
+        masked = self._project[ns](self._mask_token[ns][None, :])
+        state = tf.where(masks[ns][:, None], masked, state)
+      states[ns] = {NODE_ID_FEATURE: ids, tfgnn.HIDDEN_STATE: state}
     return graph.replace_features(node_sets=states)
 
 

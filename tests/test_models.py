@@ -197,3 +197,20 @@ def test_train_step_adds_regularisation_losses(toy):
   logs = model.train_step(batch)
   task_losses = sum(float(v) for k, v in logs.items() if k.startswith("loss/"))
   assert np.isclose(float(logs["loss"]), task_losses + 5.0, rtol=1e-5)
+
+
+def test_node_inputs_of_repeated_nodes_match_row_by_row(toy):
+  """Projecting each distinct node once gives every row (masked or not) its own input's state."""
+  tables, _, toy_graph = toy
+  # The same users under several cutoffs: few ids over many nodes.
+  graph = toy_graph.replace_features(node_sets={ns: {"id": toy_graph.node_sets[ns]["id"] % 3 + 1}
+                                                for ns in ("user", "video")})
+  node_inputs = encoder_lib.GraphEncoder(tables, _config().model).node_inputs
+  masks = GraphFeatureAutoEncoder(tables, mask_rate=0.5, seed=2).sample_masks(graph)
+  states = node_inputs(graph, masks=masks).node_sets
+  for ns, mask in masks.items():
+    assert mask.numpy().any() and len(np.unique(graph.node_sets[ns]["id"])) < len(mask)
+    rows = node_inputs.node_input(ns, graph.node_sets[ns]["id"])
+    rows = tf.where(mask[:, None], node_inputs._mask_token[ns][None, :], rows)
+    np.testing.assert_allclose(states[ns][tfgnn.HIDDEN_STATE].numpy(),
+                               node_inputs._project[ns](rows).numpy(), rtol=1e-5, atol=1e-6)
