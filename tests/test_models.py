@@ -86,12 +86,48 @@ def test_gfae_loss_decreases_on_a_toy_graph(toy, loss):
   assert losses[0] > 0
   assert np.mean(losses[-5:]) < 0.7 * losses[0]
 
+def test_gfae_decoding_a_sample_of_masked_nodes_estimates_the_full_loss(toy):
+  tables, _, graph = toy
+  encoder = encoder_lib.GraphEncoder(tables, _config().model)
+  full = GraphFeatureAutoEncoder(tables, mask_rate=0.5, seed=0)
+  sampled = GraphFeatureAutoEncoder(tables, mask_rate=0.5, max_decoded=2, seed=0)
+  masks = full.sample_masks(graph)
+  encoded = encoder(graph, masks=masks)
+  expected = float(full(encoded, masks))
+  sampled(encoded, masks)
+  sampled.set_weights(full.get_weights())
+  for mask in masks.values():
+    decoded = sampled._decoded(mask).numpy()
+    assert len(decoded) == min(2, int(mask.numpy().sum()))
+    assert len(set(decoded)) == len(decoded) and mask.numpy()[decoded].all()
+  estimates = [float(sampled(encoded, masks)) for _ in range(300)]
+  assert np.std(estimates) > 0  # Different draws score different nodes.
+  assert abs(np.mean(estimates) - expected) < 0.05 * expected
+
+
 
 def _model(mode, tables, **overrides):
   model = E2EGRec(tables, _config(**{"model.mode": mode, **overrides}))
   model.compile(optimizer=tf.keras.optimizers.Adam(1e-2))
   return model
 
+
+
+@pytest.mark.parametrize("gnn,bottom,balancer", [("graph_sage", "dcn", "gradnorm"),
+                                                 ("gatv2", "mmoe", "uncertainty"),
+                                                 ("hgt", "dcn", "fixed")])
+def test_train_step_traces_without_autograph(toy, gnn, bottom, balancer):
+  """The trainer traces its steps with autograph off: no tensor-valued Python branching."""
+  tables, batch, graph = toy
+  model = _model("e2e", tables, **{"model.gnn": gnn, "model.bottom": bottom,
+                                   "train.loss_balancer": balancer,
+                                   "train.gradnorm_every_steps": 2})
+  inputs = dict(batch, graph=graph)
+  model(inputs)
+  step = tf.function(model.train_step, autograph=False)
+  for _ in range(2):  # Steps with and without a balancer update.
+    logs = step(inputs)
+  assert np.isfinite(float(logs["loss"]))
 
 def test_e2e_every_ranking_loss_reaches_the_gnn(toy):
   tables, batch, graph = toy
