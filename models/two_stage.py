@@ -62,7 +62,7 @@ def pretrain(model: E2EGRec, batches: Callable[[int], tf.data.Dataset], epochs: 
     layer.trainable = True
   optimizer = tf.keras.optimizers.Adam(learning_rate)
 
-  @tf.function(input_signature=[batches(0).element_spec])
+  @tf.function(input_signature=[batches(0).element_spec], autograph=False)
   def step(inputs):
     with tf.GradientTape() as tape:
       graph = inputs[GRAPH_INPUT]
@@ -137,7 +137,7 @@ def precompute(model: E2EGRec, sampler, tables: NodeTables,
   """
   started = time.time()
   infer = tf.function(lambda g: encoder_lib.readout(model.encoder(g, training=False)),
-                      input_signature=[sampler.graph_tensor_spec()])
+                      input_signature=[sampler.graph_tensor_spec()], autograph=False)
   keys, values = {}, {}
   for ns in ("user", "video"):
     raw = np.concatenate([c[f"{ns}_id"] for c in columns]).astype(np.int64)

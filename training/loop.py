@@ -70,7 +70,8 @@ def profile_window(text: str) -> tuple[int, int] | None:
 
 def predict(model: E2EGRec, ds: tf.data.Dataset) -> dict[str, np.ndarray]:
   # A fixed signature ([None] batch) traces once, whatever the batch sizes.
-  fn = tf.function(lambda x: model(x, training=False), input_signature=[ds.element_spec])
+  fn = tf.function(lambda x: model(x, training=False), input_signature=[ds.element_spec],
+                   autograph=False)
   out: dict[str, list] = {t: [] for t in model.task_names}
   for batch in ds:
     for t, v in fn(batch).items():
@@ -192,7 +193,7 @@ class Trainer:
         # A plain one-argument function: the coordinator calls its concrete function.
         return tf.function(lambda batch: strategy.run(
             lambda b: model.train_step(add_graph(b) if add_graph else b, balance=balance),
-            args=(batch,)))
+            args=(batch,)), autograph=False)
 
       steps = {balance: sample_and_train(balance) for balance in (False, True)}
       # One step at a time (fetched before the next): the same steps as one process.
@@ -201,7 +202,10 @@ class Trainer:
     if self._train_fn is None:
       spec = self._train_batches(0).element_spec
       if not tf.distribute.has_strategy():
-        self._train_fn = tf.function(model.train_step, input_signature=[spec])
+        # No autograph: the model branches on Python values only (tf.cond where
+        # not), and converting every layer call took half of the step's tracing.
+        self._train_fn = tf.function(model.train_step, input_signature=[spec],
+                                     autograph=False)
       else:
 
         def replicated_step(batch, balance: bool):
@@ -209,7 +213,8 @@ class Trainer:
           return {k: strategy.experimental_local_results(v)[0] for k, v in logs.items()}
 
         steps = {balance: tf.function(functools.partial(replicated_step, balance=balance),
-                                      input_signature=[spec]) for balance in (False, True)}
+                                      input_signature=[spec], autograph=False)
+                 for balance in (False, True)}
         self._train_fn = lambda batch: steps[self._balances_now()](batch)
     return self._train_fn
 
