@@ -193,20 +193,30 @@ def _example_subset(examples_dir: str, out: str) -> str:
 
 def _train_process(out: str, examples_dir: str, overrides: list[str],
                    graph_dir: str | None) -> dict:
-  """`e2e-grec train` in a child process: seconds, peak memory, eval metrics."""
+  """`e2e-grec train` in a child process: seconds, peak memory, eval metrics.
+
+  The peak comes from GNU time, whose child it is: a child forked from this
+  (large) process would report this process's peak as its own (Linux keeps
+  the forked copy's high-water mark across exec).
+  """
+  timer = shutil.which("time", path="/usr/bin:/bin")
+  if timer is None:
+    raise RuntimeError("beam_train needs GNU time (/usr/bin/time) to measure peak memory")
   args = [sys.executable, "-m", "e2e_grec.cli", "train", "--examples", examples_dir,
           "--out", out] + [a for o in overrides for a in ("--set", o)]
   if graph_dir:
     args += ["--graph", graph_dir]
   started = time.time()
   with open(out + ".log", "w") as log:
-    process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-    _, status, usage = os.wait4(process.pid, 0)
-  if os.waitstatus_to_exitcode(status) != 0:
-    raise RuntimeError(f"{' '.join(args)} failed; see {out}.log")
+    code = subprocess.call([timer, "-f", "%M", "-o", out + ".peak_kib", *args], stdout=log,
+                           stderr=subprocess.STDOUT)
+  if code != 0:
+    raise RuntimeError(f"{' '.join(args)} failed (exit {code}); see {out}.log")
+  with open(out + ".peak_kib") as f:
+    peak_kib = int(f.read().split()[-1])
   with open(os.path.join(out, contracts.RUN_METRICS_FILE)) as f:
     metrics = json.load(f)
-  return {"seconds": round(time.time() - started, 1), "peak_rss_bytes": usage.ru_maxrss * 1024,
+  return {"seconds": round(time.time() - started, 1), "peak_rss_bytes": peak_kib * 1024,
           "train_examples_per_s": metrics["train_examples_per_s"],
           **{k: metrics[k] for k in ("examples", "mean_auc", "mean_gauc")}}
 

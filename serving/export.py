@@ -162,7 +162,7 @@ def next_version(model_base_dir: str) -> int:
 
 def export_saved_model(model: tf.keras.Model, sampler: Any | None, node_tables: tf.Module,
                        config: config_lib.Config, export_dir: str) -> str:
-  """Writes the SavedModel with `serving_default` and `rank` to `export_dir`.
+  """Writes the SavedModel with `serving_default` (and `rank`) to `export_dir`.
 
   `sampler` is the `SubgraphSampler`: None for a no_graph model, and for a
   model trained with `sampling.where=beam`, whose export then has

@@ -185,7 +185,7 @@ class Inputs:
     for replica r), so the replicas of all workers together train on exactly
     the batches of one process, and each worker samples only its own rows.
     """
-    if self._presampled is not None and not (use_cache and self._cache_fn is not None):
+    if self._presampled is not None:
       return self._presampled.dataset(contracts.TRAIN_SPLIT, self._config.train.batch_size,
                                       self._config.train.seed * 1000 + epoch
                                       ).skip(skip).prefetch(tf.data.AUTOTUNE)
@@ -203,7 +203,7 @@ class Inputs:
 
   def eval(self) -> tf.data.Dataset:
     """Eval batches in file order, sampled with the serving seed."""
-    if self._presampled is not None and self._cache_fn is None:
+    if self._presampled is not None:
       return self._presampled.dataset(contracts.EVAL_SPLIT, self._config.train.batch_size,
                                       None).prefetch(tf.data.AUTOTUNE)
     return self._add_graph(self._batched(self._eval, None), self._config.sampling.seed, True)
