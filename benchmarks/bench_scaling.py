@@ -1,7 +1,7 @@
 """Scaling curve: what one machine does as the synthetic graph grows, and where it stops.
 
     nice python -m benchmarks.bench_scaling [--sizes 100k,1m,3m,10m] [--work DIR]
-        [--runner-sizes 1m,3m,10m] [--report-only]
+        [--runner-sizes 1m,3m,10m] [--beam-train-sizes 1m] [--report-only]
 
 Per synthetic size (bench_graph_build's generator settings and work layout):
 
@@ -15,6 +15,12 @@ Per synthetic size (bench_graph_build's generator settings and work layout):
   serve      an untrained default-config model exported (SavedModel bytes),
              served by `e2e-grec serve`, `rank` latency at concurrency 1
              (bench_serving's client), and the server's peak memory.
+  beam_train (sizes in --beam-train-sizes) `e2e-grec train` twice on the
+             same examples (the first BEAM_TRAIN_EXAMPLES of each split) and
+             graph, each in its own process: sampling.where=trainer (loads the
+             graph's sampling index) and sampling.where=beam (reads subgraphs
+             that `beam_sampling.sample_subgraphs` wrote first; no graph
+             directory given): peak memory, seconds, eval metrics of each.
   build_multiprocess (sizes in --runner-sizes) the build again with
              `--direct_num_workers=2 --direct_running_mode=multi_processing`.
 
@@ -53,7 +59,7 @@ from e2e_grec import contracts
 MULTIPROCESS_ARGS = ("--direct_num_workers=2", "--direct_running_mode=multi_processing")
 # Data first, apart, so no later stage's peak memory is the generator's; the
 # 2-process build last: on a busy machine it is the first to drop for time.
-STAGES = ("data", "build", "sampler", "train", "serve", "build_multiprocess")
+STAGES = ("data", "build", "sampler", "train", "serve", "beam_train", "build_multiprocess")
 MEMORY_BUDGET_BYTES = 24 * 2**30
 # A stage is stopped below this much available memory: the machine is shared.
 MIN_AVAILABLE_BYTES = 3 * 2**29
@@ -61,6 +67,9 @@ MIN_AVAILABLE_BYTES = 3 * 2**29
 SAMPLER_BATCHES, SAMPLER_ROUNDS = 20, 2
 TRAIN_STEPS, TRAIN_WARMUP = 20, 3
 SERVE_REQUESTS = 200
+# Examples per split both beam_train runs train and evaluate on: Beam sampling
+# costs per example, the in-trainer path's memory per graph edge.
+BEAM_TRAIN_EXAMPLES = {contracts.TRAIN_SPLIT: 30_000, contracts.EVAL_SPLIT: 5_000}
 
 
 def _graph_dir(work: str, size: str, stage: str = "build") -> str:
@@ -166,6 +175,75 @@ def _serve(examples_dir: str, graph_dir: str, work: str, size: str, config) -> d
           "rank_grpc_concurrency_1": bench_serving.summarize(latencies, len(latencies), wall)}
 
 
+def _example_subset(examples_dir: str, out: str) -> str:
+  """`out` as a prepared-examples directory: the node tables and the first
+  BEAM_TRAIN_EXAMPLES records of each split, byte for byte."""
+  import tensorflow as tf
+  os.makedirs(out, exist_ok=True)
+  shutil.copy(os.path.join(examples_dir, contracts.NODE_TABLES_FILE), out)
+  for split, count in BEAM_TRAIN_EXAMPLES.items():
+    os.makedirs(contracts.split_dir(out, split), exist_ok=True)
+    records = tf.data.TFRecordDataset(contracts.split_file(examples_dir, split),
+                                      compression_type="GZIP").take(count)
+    with tf.io.TFRecordWriter(contracts.split_file(out, split), "GZIP") as writer:
+      for record in records.as_numpy_iterator():
+        writer.write(record)
+  return out
+
+
+def _train_process(out: str, examples_dir: str, overrides: list[str],
+                   graph_dir: str | None) -> dict:
+  """`e2e-grec train` in a child process: seconds, peak memory, eval metrics.
+
+  The peak comes from GNU time, whose child it is: a child forked from this
+  (large) process would report this process's peak as its own (Linux keeps
+  the forked copy's high-water mark across exec).
+  """
+  timer = shutil.which("time", path="/usr/bin:/bin")
+  if timer is None:
+    raise RuntimeError("beam_train needs GNU time (/usr/bin/time) to measure peak memory")
+  args = [sys.executable, "-m", "e2e_grec.cli", "train", "--examples", examples_dir,
+          "--out", out] + [a for o in overrides for a in ("--set", o)]
+  if graph_dir:
+    args += ["--graph", graph_dir]
+  started = time.time()
+  with open(out + ".log", "w") as log:
+    code = subprocess.call([timer, "-f", "%M", "-o", out + ".peak_kib", *args], stdout=log,
+                           stderr=subprocess.STDOUT)
+  if code != 0:
+    raise RuntimeError(f"{' '.join(args)} failed (exit {code}); see {out}.log")
+  with open(out + ".peak_kib") as f:
+    peak_kib = int(f.read().split()[-1])
+  with open(os.path.join(out, contracts.RUN_METRICS_FILE)) as f:
+    metrics = json.load(f)
+  return {"seconds": round(time.time() - started, 1), "peak_rss_bytes": peak_kib * 1024,
+          "train_examples_per_s": metrics["train_examples_per_s"],
+          **{k: metrics[k] for k in ("examples", "mean_auc", "mean_gauc")}}
+
+
+def _beam_train(examples_dir: str, graph_dir: str, work: str, size: str, config) -> dict:
+  """Peak memory of training with sampling.where=beam against where=trainer."""
+  from e2e_grec.graph import beam_sampling
+  out = os.path.join(work, size, "beam_train")
+  shutil.rmtree(out, ignore_errors=True)
+  subset = _example_subset(examples_dir, os.path.join(out, "examples"))
+  subgraphs = os.path.join(out, "subgraphs")
+  started = time.time()
+  beam_sampling.sample_subgraphs(config, subset, graph_dir, subgraphs)
+  sampling = {"seconds": round(time.time() - started, 1),
+              # This process did nothing heavier before (ru_maxrss is in KiB).
+              "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+  common = ["model.mode=e2e", "train.epochs=1"]
+  result = {
+      "examples": dict(BEAM_TRAIN_EXAMPLES), "beam_sampling": sampling,
+      "where_trainer": _train_process(os.path.join(out, "run_trainer"), subset,
+                                      common + ["sampling.where=trainer"], graph_dir),
+      "where_beam": _train_process(os.path.join(out, "run_beam"), subset, common + [
+          "sampling.where=beam", f"sampling.subgraphs_dir={subgraphs}"], None)}
+  shutil.rmtree(out)  # only the measurements are wanted
+  return result
+
+
 def run_stage(stage: str, size: str, work: str) -> dict:
   """One stage of one size, in this process (the child of `main`)."""
   config = config_lib.Config()
@@ -179,6 +257,8 @@ def run_stage(stage: str, size: str, work: str) -> dict:
     return _sampler(examples_dir, graph_dir, config)
   if stage == "train":
     return _train(examples_dir, graph_dir, config)
+  if stage == "beam_train":
+    return _beam_train(examples_dir, graph_dir, work, size, config)
   return _serve(examples_dir, graph_dir, work, size, config)
 
 
@@ -307,6 +387,22 @@ def _mib(n: float) -> str:
   return f"{n / 2**20:,.0f}"
 
 
+def _beam_train_line(impressions: int, beam: dict) -> str:
+  trainer, presampled = beam["where_trainer"], beam["where_beam"]
+  examples = sum(beam["examples"].values())
+  return (f"Beam-sampled training at {impressions:,} impressions: `e2e-grec train` with "
+          f"`sampling.where=beam` peaks at {_gib(presampled['peak_rss_bytes'])} GiB, with the "
+          f"in-trainer sampler at {_gib(trainer['peak_rss_bytes'])} GiB, on the same "
+          f"{beam['examples'][contracts.TRAIN_SPLIT]:,} train and "
+          f"{beam['examples'][contracts.EVAL_SPLIT]:,} eval examples (mean AUC "
+          f"{presampled['mean_auc']:.4f} vs {trainer['mean_auc']:.4f}; "
+          f"{presampled['train_examples_per_s']:,.0f} vs {trainer['train_examples_per_s']:,.0f} "
+          f"train examples/s). Sampling them in Beam first took "
+          f"{beam['beam_sampling']['seconds']:.0f} s "
+          f"({1000 * beam['beam_sampling']['seconds'] / examples:.1f} ms per example, "
+          f"{_gib(beam['beam_sampling']['peak_rss_bytes'])} GiB peak).")
+
+
 def markdown(result: dict) -> str:
   lines = ["| impressions | edges (+ reverse) | build s (1 / 2 processes) | graph tables MiB "
            "| sampler ex/s (batch 128 / train batch) | train ex/s | SavedModel MiB "
@@ -334,6 +430,9 @@ def markdown(result: dict) -> str:
                "concurrency 1. Graph tables: the sampler's `tf.Variable`s"
                + (f", {per_edge} bytes per sampled edge at the largest size." if per_edge
                   else "."))
+  for r in result["runs"]:
+    if "beam_train" in r:
+      lines.append("\n" + _beam_train_line(r["impressions"], r["beam_train"]))
   limits = result["extrapolated_limits"]
   if limits:
     lines.append("\nExtrapolated (a linear fit of peak memory against edges, not a "
@@ -368,6 +467,8 @@ def main(argv: list[str] | None = None) -> dict | None:
                       help=f"Comma-separated synthetic sizes: {', '.join(bench_graph_build.SYNTHETIC)}.")
   parser.add_argument("--runner-sizes", default="1m,3m,10m",
                       help="Sizes whose build is also timed on 2 DirectRunner processes.")
+  parser.add_argument("--beam-train-sizes", default="1m",
+                      help="Sizes whose training is also measured with sampling.where=beam.")
   parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(),
                                                      "e2e_grec_bench_scaling"),
                       help="Generated data, graphs and finished stages, kept between runs.")
@@ -383,14 +484,16 @@ def main(argv: list[str] | None = None) -> dict | None:
       json.dump(result, f, indent=2)
     return None
   sizes = [s.strip().lower() for s in args.sizes.split(",") if s.strip()]
-  runner_sizes = {s.strip().lower() for s in args.runner_sizes.split(",") if s.strip()}
-  unknown = sorted((set(sizes) | runner_sizes) - set(bench_graph_build.SYNTHETIC))
+  selected = {stage: {s.strip().lower() for s in sizes_arg.split(",") if s.strip()}
+              for stage, sizes_arg in (("build_multiprocess", args.runner_sizes),
+                                       ("beam_train", args.beam_train_sizes))}
+  unknown = sorted(set(sizes).union(*selected.values()) - set(bench_graph_build.SYNTHETIC))
   if unknown:
     parser.error(f"unknown sizes {unknown}; choose from {', '.join(bench_graph_build.SYNTHETIC)}")
   if not args.report_only:
     for size in sizes:
       for stage in STAGES:
-        wanted = stage != "build_multiprocess" or size in runner_sizes
+        wanted = size in selected.get(stage, {size})
         if wanted and _run_child(stage, size, args.work) is None:
           break  # later stages need this one's output
   result = summarize(sizes, args.work)

@@ -401,16 +401,6 @@ def subgraph_schema(layout: _Layout) -> tfgnn.GraphSchema:
   return schema
 
 
-def graph_spec(subgraphs_dir: str) -> tfgnn.GraphTensorSpec:
-  """The GraphTensorSpec of the subgraphs in `subgraphs_dir` (int32 indices, as the sampler)."""
-  path = os.path.join(subgraphs_dir, contracts.GRAPH_SCHEMA_FILE)
-  if not tf.io.gfile.exists(path):
-    raise FileNotFoundError(f"no subgraph schema at {path}: not a directory of "
-                            "pre-sampled subgraphs (BeamSubgraphSampler output)")
-  return tfgnn.create_graph_spec_from_schema_pb(tfgnn.read_schema(path),
-                                                indices_dtype=tf.int32)
-
-
 def _layout(config: Config, examples_dir: str, graph_dir: str, seed: int) -> _Layout:
   schema_path = os.path.join(graph_dir, contracts.GRAPH_SCHEMA_FILE)
   if not tf.io.gfile.exists(schema_path):

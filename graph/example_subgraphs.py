@@ -4,12 +4,38 @@ The format the Beam sampler writes (graph/beam_sampling.py) and the
 SavedModel's `serving_default` takes: each serialized tf.Example holds the
 example's features and its own subgraph. `parse` turns a batch of them into
 the GraphTensor shape the model trains on (one component per batch, as the
-in-memory sampler builds it).
+in-memory sampler builds it). `read_spec` and `records` read a directory of
+them (the `Subgraphs` artifact: `Split-<split>/*.gz` and `graph_schema.pbtxt`)
+without touching the graph they were sampled from.
 """
 from __future__ import annotations
 
+import os
+
 import tensorflow as tf
 import tensorflow_gnn as tfgnn
+
+from e2e_grec import contracts
+
+
+def read_spec(subgraphs_dir: str) -> tfgnn.GraphTensorSpec:
+  """The GraphTensorSpec of the subgraphs in `subgraphs_dir` (int32 indices, as the sampler)."""
+  path = os.path.join(subgraphs_dir, contracts.GRAPH_SCHEMA_FILE)
+  if not tf.io.gfile.exists(path):
+    raise FileNotFoundError(f"no subgraph schema at {path}: not a directory of "
+                            "pre-sampled subgraphs (BeamSubgraphSampler output)")
+  return tfgnn.create_graph_spec_from_schema_pb(tfgnn.read_schema(path),
+                                                indices_dtype=tf.int32)
+
+
+def records(subgraphs_dir: str, split: str) -> tf.data.Dataset:
+  """The split's serialized examples (each with its subgraph), in file order."""
+  pattern = contracts.split_glob(subgraphs_dir, split)
+  files = sorted(tf.io.gfile.glob(pattern))
+  if not files:
+    raise FileNotFoundError(f"no pre-sampled {split} examples match {pattern} "
+                            "(BeamSubgraphSampler output)")
+  return tf.data.TFRecordDataset(files, compression_type="GZIP")
 
 
 def parse(spec: tfgnn.GraphTensorSpec, serialized: tf.Tensor) -> tfgnn.GraphTensor:

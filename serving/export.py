@@ -14,6 +14,12 @@ graph tables load as checkpoint variables, not GraphDef constants. Every input
 of both signatures has the same batch dimension, so TF Serving's request
 batching (`--enable_batching`) concatenates concurrent requests into one run.
 
+A model trained on pre-sampled subgraphs (`sampling.where=beam`) never loaded
+the graph's sampling index, so it has no sampler to put in the graph: its
+export has `serving_default` only, and the subgraphs come with the requests
+(from the BeamSubgraphSampler, or any sampler that writes the same encoding).
+A `rank` request to it fails with NOT_FOUND, naming the signatures it has.
+
 Both return the per-task predictions (`click`, `long_view`, `like`, `skip`
 probabilities and `stay`), each float32 [N], and `score`, the weighted sum with
 `config.export.task_weights` that ranks candidates. Only stock TensorFlow ops
@@ -32,48 +38,59 @@ import tensorflow_gnn as tfgnn
 from tensorflow_serving.apis import prediction_log_pb2
 
 from e2e_grec import config as config_lib
-from e2e_grec.contracts import GRAPH_INPUT
+from e2e_grec.contracts import EVAL_SPLIT, GRAPH_INPUT
 from e2e_grec.graph import example_subgraphs
 from e2e_grec.serving.requests import (EXAMPLES_INPUT, EXAMPLES_SIGNATURE, RANK_INPUTS,
                                        RANK_SIGNATURE, REQUEST_FEATURES, SCORE, TASKS,
                                        WARMUP_DIR, WARMUP_FILE, examples_request,
                                        rank_request, rank_rows)
 
-def example_graph_spec(sampler: Any) -> tfgnn.GraphTensorSpec:
-  """The sampler's spec for one example's subgraph, with free sizes."""
-  spec = sampler.graph_tensor_spec()
+def example_graph_spec(spec: tfgnn.GraphTensorSpec) -> tfgnn.GraphTensorSpec:
+  """One example's subgraph spec (the sampler's or the pre-sampled one), with free sizes."""
   if spec.rank != 0:
-    raise ValueError(f"the sampler's graph_tensor_spec() must be scalar, got rank {spec.rank}")
+    raise ValueError(f"an example's graph spec must be scalar, got rank {spec.rank}")
   return spec.relax(num_components=True, num_nodes=True, num_edges=True)
 
 
 class Scorer:
-  """Builds the two signature functions around one model and its sampler."""
+  """Builds the signature functions around one model and where its subgraphs come from.
+
+  `sampler` (the in-memory `SubgraphSampler`) samples inside `rank`. A graph
+  model trained on pre-sampled subgraphs has none: `graph_spec` (theirs) then
+  gives it `serving_default` alone.
+  """
 
   def __init__(self, model: tf.keras.Model, sampler: Any | None,
-               serving: config_lib.ExportConfig):
+               serving: config_lib.ExportConfig,
+               graph_spec: tfgnn.GraphTensorSpec | None = None):
     unknown = sorted(set(serving.task_weights) - set(TASKS))
     if unknown:
       raise ValueError(f"export.task_weights has unknown task(s) {unknown}; "
                        f"tasks are {', '.join(TASKS)}")
-    if model.mode.has_encoder != (sampler is not None):
-      raise ValueError(f"a {model.mode.name} model needs "
-                       f"{'a' if model.mode.has_encoder else 'no'} sampler")
+    if sampler is not None:
+      graph_spec = sampler.graph_tensor_spec()
+    if model.mode.has_encoder != (graph_spec is not None):
+      needs = "a sampler or a graph_spec" if model.mode.has_encoder else "no sampler"
+      raise ValueError(f"a {model.mode.name} model needs {needs}")
     self.model = model
-    # None exactly when the mode has no encoder: requests carry no subgraph.
+    # None for a no_graph model (requests carry no subgraph) or pre-sampled subgraphs.
     self.sampler = sampler
     self.task_weights = tuple(sorted(serving.task_weights.items()))
     self.max_candidates = serving.max_candidates
-    self.graph_spec = None if sampler is None else example_graph_spec(sampler)
+    self.graph_spec = None if graph_spec is None else example_graph_spec(graph_spec)
+    # `rank` samples inside the model: a graph model needs the sampler for it.
+    self.ranks = sampler is not None or not model.mode.has_encoder
 
   def signatures(self) -> dict[str, Any]:
-    """Concrete functions of `serving_default` and `rank`."""
+    """Concrete functions of `serving_default` and (if `ranks`) `rank`."""
     examples = tf.function(self.serve_examples, input_signature=[
         tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
-    rank = tf.function(self.rank, input_signature=[
-        tf.TensorSpec([None], tf.int64, name=name) for name in RANK_INPUTS])
-    return {EXAMPLES_SIGNATURE: examples.get_concrete_function(),
-            RANK_SIGNATURE: rank.get_concrete_function()}
+    signatures = {EXAMPLES_SIGNATURE: examples.get_concrete_function()}
+    if self.ranks:
+      rank = tf.function(self.rank, input_signature=[
+          tf.TensorSpec([None], tf.int64, name=name) for name in RANK_INPUTS])
+      signatures[RANK_SIGNATURE] = rank.get_concrete_function()
+    return signatures
 
   def predict(self, features: dict[str, tf.Tensor],
               graph: tfgnn.GraphTensor | None) -> dict[str, tf.Tensor]:
@@ -145,42 +162,55 @@ def next_version(model_base_dir: str) -> int:
 
 def export_saved_model(model: tf.keras.Model, sampler: Any | None, node_tables: tf.Module,
                        config: config_lib.Config, export_dir: str) -> str:
-  """Writes the SavedModel with `serving_default` and `rank` to `export_dir`.
+  """Writes the SavedModel with `serving_default` (and `rank`) to `export_dir`.
 
-  `sampler` is the `SubgraphSampler` (None for a no_graph model). Only the
-  variables the two signatures read are saved, plus `node_tables` (so a
+  `sampler` is the `SubgraphSampler`: None for a no_graph model, and for a
+  model trained with `sampling.where=beam`, whose export then has
+  `serving_default` only, with the spec of `sampling.subgraphs_dir`'s subgraphs.
+  Only the variables the signatures read are saved, plus `node_tables` (so a
   loaded SavedModel still exposes the vocabularies), not the Keras model
   object: its Keras serialization would trace every layer again and demand
   weights that serving never uses (the GFAE decoder). Returns `export_dir`.
   """
-  signatures = Scorer(model, sampler, config.export).signatures()
+  graph_spec, warmup = None, None
+  if sampler is None and model.mode.has_encoder and config.sampling.where == "beam":
+    subgraphs_dir = config.sampling.subgraphs_dir
+    graph_spec = example_subgraphs.read_spec(subgraphs_dir)
+    # A real request: the first pre-sampled eval example (it carries its subgraph).
+    warmup = list(example_subgraphs.records(subgraphs_dir, EVAL_SPLIT).take(1)
+                  .as_numpy_iterator())
+  scorer = Scorer(model, sampler, config.export, graph_spec)
+  signatures = scorer.signatures()
   root = tf.Module(name="e2e_grec_serving")
   root.captured = list({id(v): v for fn in signatures.values() for v in fn.variables}.values())
   root.node_tables = node_tables
   tf.saved_model.save(root, export_dir, signatures=signatures)
-  write_warmup_requests(export_dir, sampler, config.serving.model_name)
+  write_warmup_requests(export_dir, sampler, config.serving.model_name, warmup)
   logging.info("exported SavedModel with signatures %s (%d variables) to %s",
                ", ".join(sorted(signatures)), len(root.captured), export_dir)
   return export_dir
 
 
-def write_warmup_requests(export_dir: str, sampler: Any | None, model_name: str) -> str:
+def write_warmup_requests(export_dir: str, sampler: Any | None, model_name: str,
+                          examples: list[bytes] | None = None) -> str:
   """Writes `assets.extra/tf_serving_warmup_requests`: one request per signature.
 
   TF Serving (and `e2e-grec serve`) replays them when it loads the version,
   before marking it AVAILABLE, so the first real request does not pay for
   graph optimisation and kernel set-up (seconds on the first `rank` call).
   The ids are out-of-vocabulary on purpose: the requests exercise every op
-  whatever the vocabulary.
+  whatever the vocabulary. `examples`, given for a model without `rank`
+  (pre-sampled subgraphs), is its `serving_default` request instead.
   """
   directory = os.path.join(export_dir, WARMUP_DIR)
   os.makedirs(directory, exist_ok=True)
   path = os.path.join(directory, WARMUP_FILE)
   row = {"user_id": -1, "video_ids": [-1], "tab": -1, "hour": 0, "day": 0}
-  examples = request_examples(sampler, row["user_id"], row["video_ids"], row["tab"],
-                              row["hour"], row["day"])
+  requests = [examples_request(model_name, examples)] if examples is not None else [
+      rank_request(model_name, **row),
+      examples_request(model_name, request_examples(sampler, **row))]
   with tf.io.TFRecordWriter(path) as writer:
-    for request in (rank_request(model_name, **row), examples_request(model_name, examples)):
+    for request in requests:
       log = prediction_log_pb2.PredictionLog()
       log.predict_log.request.CopyFrom(request)
       writer.write(log.SerializeToString())

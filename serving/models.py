@@ -24,7 +24,8 @@ from tensorflow_serving.apis import get_model_status_pb2, prediction_log_pb2
 
 from e2e_grec.serving.protocol import (DEFAULT_SIGNATURE, GRPC_CODES, ServingError,
                                        check_model_name, invalid, tensor_to_array)
-from e2e_grec.serving.requests import WARMUP_DIR, WARMUP_FILE
+from e2e_grec.serving.requests import (EXAMPLES_SIGNATURE, RANK_SIGNATURE, WARMUP_DIR,
+                                       WARMUP_FILE)
 
 
 def op_error(error: tf.errors.OpError) -> ServingError:
@@ -76,9 +77,14 @@ class Servable:
 
   def signature(self, name: str) -> meta_graph_pb2.SignatureDef:
     if name not in self.signatures:
+      hint = ""
+      if name == RANK_SIGNATURE:
+        hint = (" (a model trained on pre-sampled subgraphs, sampling.where=beam, has no "
+                f"sampler to rank with: send {EXAMPLES_SIGNATURE} requests, each example "
+                "carrying its subgraph)")
       raise ServingError(grpc.StatusCode.NOT_FOUND,
                          f"signature {name!r} not found in model {self.name!r} version "
-                         f"{self.version}; it has {', '.join(sorted(self.signatures))}")
+                         f"{self.version}; it has {', '.join(sorted(self.signatures))}{hint}")
     return self.signatures[name]
 
   def check_call(self, signature_name: str, inputs: Mapping[str, np.ndarray | None],

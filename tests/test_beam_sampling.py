@@ -17,7 +17,7 @@ from e2e_grec.components.beam_subgraph_sampler import PER_EXAMPLE, BeamSubgraphS
 from e2e_grec.components.beam_subgraph_sampler import executor as sampler_executor
 from e2e_grec.config import ConfigError
 from e2e_grec.datasets import examples as examples_lib
-from e2e_grec.graph import beam_sampling, builder
+from e2e_grec.graph import beam_sampling, builder, example_subgraphs
 from e2e_grec.graph.sampling_index import SamplingIndex
 from e2e_grec.pipeline import pipeline as pipeline_lib
 from e2e_grec.training import inputs as inputs_lib
@@ -88,7 +88,7 @@ def sampled(toy):
   examples_dir, graph_dir, subgraphs_dir, _ = toy
   config = _config()
   sampler = inputs_lib.make_sampler(config, graph_dir, inputs_lib.load_tables(examples_dir))
-  spec = beam_sampling.graph_spec(subgraphs_dir)
+  spec = example_subgraphs.read_spec(subgraphs_dir)
   ids = tf.TensorSpec([None], tf.int64)
   out = {}
   for split in contracts.SPLITS:
@@ -147,20 +147,37 @@ def test_no_edge_of_the_example_day_or_later_nor_its_own_interaction(toy, sample
           assert earliest is not None and earliest < day, (split, i, name, source, target)
 
 
-def test_training_on_beam_subgraphs_and_its_eval_match_the_in_trainer_path(toy, tmp_path):
-  """A model trained with where=beam scores the same on the in-trainer eval path.
+@pytest.fixture(scope="module")
+def beam_run(toy, tmp_path_factory):
+  """A one-hop model trained with where=beam, the graph's sampling index unloadable.
 
   One hop: each seed's state then depends on its sampled neighbours only, which
   both paths draw alike, so the eval metrics agree up to float rounding.
   """
-  from e2e_grec.training import loop, run
+  from e2e_grec.training import run
   examples_dir, graph_dir, _, _ = toy
+  root = tmp_path_factory.mktemp("beam_run")
   config = _config(**{"sampling.fanouts": [3], "model.gnn_layers": 1})
-  subgraphs_dir = str(tmp_path / "subgraphs")
+  subgraphs_dir = str(root / "subgraphs")
   beam_sampling.sample_subgraphs(config, examples_dir, graph_dir, subgraphs_dir)
   beam = config.replace(**{"sampling.where": "beam", "sampling.subgraphs_dir": subgraphs_dir})
-  result = run.run(beam, examples_dir, graph_dir, str(tmp_path / "run"))
-  assert result.metrics["examples"] == 64
+
+  def unloadable(*args, **kwargs):
+    raise AssertionError("where=beam training loaded the graph's sampling index")
+
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(SamplingIndex, "load", unloadable)
+    result = run.run(beam, examples_dir, None, str(root / "run"))  # No graph directory.
+  return config, beam, result
+
+
+def test_training_on_beam_subgraphs_and_its_eval_match_the_in_trainer_path(toy, beam_run):
+  """A model trained with where=beam, without the graph, scores the same on the
+  in-trainer eval path."""
+  from e2e_grec.training import loop
+  examples_dir, graph_dir, _, _ = toy
+  config, _, result = beam_run
+  assert result.sampler is None and result.metrics["examples"] == 64
   in_trainer = loop.evaluate(result.model, inputs_lib.Inputs.from_dirs(config, examples_dir,
                                                                         graph_dir))
   for key in ("mean_auc", "mean_gauc", "click/auc"):
@@ -168,12 +185,47 @@ def test_training_on_beam_subgraphs_and_its_eval_match_the_in_trainer_path(toy, 
                                                                 in_trainer[key])
 
 
+def test_beam_export_serves_presampled_examples_and_has_no_rank(beam_run, tmp_path):
+  """The export of a where=beam run: serving_default only, scoring the pre-sampled
+  eval examples as the trained model does; the server names why `rank` is missing."""
+  import grpc
+  from e2e_grec.serving import export, models
+  from e2e_grec.serving.protocol import ServingError
+  _, beam, result = beam_run
+  saved = export.export_saved_model(result.model, result.sampler, result.tables, beam,
+                                    str(tmp_path / "1"))
+  records = tf.constant(list(example_subgraphs.records(
+      beam.sampling.subgraphs_dir, contracts.EVAL_SPLIT).as_numpy_iterator()))
+  expected = export.Scorer(result.model, None, beam.export,
+                           example_subgraphs.read_spec(beam.sampling.subgraphs_dir)
+                           ).serve_examples(records)
+  loaded = tf.saved_model.load(saved)
+  assert set(loaded.signatures) == {"serving_default"}
+  served = loaded.signatures["serving_default"](examples=records)
+  np.testing.assert_allclose(served["score"].numpy(), expected["score"].numpy(), rtol=1e-5)
+  servable = models.Servable("m", 1, saved)
+  try:
+    assert servable.warm_up() == 1  # The first pre-sampled eval example.
+    with pytest.raises(ServingError, match="sampling.where=beam") as error:
+      servable.signature("rank")
+    assert error.value.code == grpc.StatusCode.NOT_FOUND
+  finally:
+    servable.close()
+
+
 def test_where_is_a_checked_choice_and_beam_needs_the_subgraphs(toy):
   examples_dir, graph_dir, _, _ = toy
   with pytest.raises(ConfigError, match="sampling.where"):
     config_lib.load(overrides=["sampling.where=cluster"])
-  with pytest.raises(ValueError, match="sampling.subgraphs_dir"):
+  with pytest.raises(ConfigError, match="sampling.subgraphs_dir"):
     inputs_lib.Inputs.from_dirs(_config(**{"sampling.where": "beam"}), examples_dir, graph_dir)
+  # What needs the in-memory sampler says so before training.
+  for needs_sampler, match in (({"model.mode": "two_stage"}, "model.mode=two_stage"),
+                               ({"train.strategy": "parameter_server"}, "train.strategy")):
+    with pytest.raises(ConfigError, match=match):
+      inputs_lib.Inputs.from_dirs(_config(**{"sampling.where": "beam",
+                                             "sampling.subgraphs_dir": "x", **needs_sampler}),
+                                  examples_dir, None)
 
 
 @pytest.mark.parametrize("baseline_mode", ["no_graph", "e2e"])

@@ -9,7 +9,9 @@ Eval batches keep file order and are sampled with the serving seed.
 With `sampling.where=beam` the subgraphs come pre-sampled (graph/beam_sampling.py,
 one per example, leak-free by the same rule) from `sampling.subgraphs_dir`:
 `PresampledSubgraphs` reads them instead of sampling in tf.data. Their
-neighbours are drawn once (with the first epoch's seed), not every epoch.
+neighbours are drawn once (with the first epoch's seed), not every epoch, and
+the graph's sampling index is never loaded (`Inputs.sampler` is None): the
+trainer's memory holds the node tables, not the graph's edges.
 """
 from __future__ import annotations
 
@@ -53,9 +55,25 @@ class PresampledSubgraphs:
   SHUFFLE_BUFFER = 65_536
 
   def __init__(self, subgraphs_dir: str):
-    from e2e_grec.graph import beam_sampling
     self._dir = subgraphs_dir
-    self._spec = beam_sampling.graph_spec(subgraphs_dir)
+    self._spec = example_subgraphs.read_spec(subgraphs_dir)
+
+  @classmethod
+  def of(cls, config: Config) -> "PresampledSubgraphs":
+    """The subgraphs `sampling.where=beam` trains on; ConfigError for what needs a sampler."""
+    mode = modes.of(config)
+    if mode.reads_precomputed:
+      raise ConfigError(f"model.mode={mode.name} does not run with sampling.where=beam: it "
+                        "precomputes per-node embeddings with the in-memory sampler; use "
+                        "sampling.where=trainer")
+    if config.train.strategy != "default":
+      raise ConfigError(f"sampling.where=beam: pre-sampled subgraphs are not yet sharded over "
+                        f"tf.distribute workers (train.strategy={config.train.strategy}); "
+                        "use train.strategy=default")
+    if not config.sampling.subgraphs_dir:
+      raise ConfigError("sampling.where=beam needs sampling.subgraphs_dir, the "
+                        "pre-sampled subgraphs (BeamSubgraphSampler output)")
+    return cls(config.sampling.subgraphs_dir)
 
   def columns(self, split: str) -> dict[str, np.ndarray]:
     """The split's features and labels, in the order `dataset` yields them."""
@@ -68,8 +86,7 @@ class PresampledSubgraphs:
 
   def dataset(self, split: str, batch_size: int, shuffle_seed: int | None) -> tf.data.Dataset:
     """Batches of features plus `graph` (one component per batch, as the sampler's)."""
-    files = sorted(tf.io.gfile.glob(contracts.split_glob(self._dir, split)))
-    ds = tf.data.TFRecordDataset(files, compression_type="GZIP")
+    ds = example_subgraphs.records(self._dir, split)
     if shuffle_seed is not None:
       ds = ds.shuffle(self.SHUFFLE_BUFFER, seed=shuffle_seed, reshuffle_each_iteration=False)
     spec = self._spec
@@ -106,21 +123,19 @@ class Inputs:
 
   @classmethod
   def from_dirs(cls, config: Config, examples_dir: str, graph_dir: str | None) -> "Inputs":
-    """Reads `prepare`'s examples and node tables and, if the mode has a GNN, the graph."""
+    """Reads `prepare`'s examples and node tables and, if the mode has a GNN, the
+    graph's sampling index (sampling.where=trainer) or the pre-sampled subgraphs
+    (sampling.where=beam, which need no `graph_dir`)."""
     mode = modes.of(config)
     tables = load_tables(examples_dir)
     sampler = presampled = None
-    if mode.has_encoder:
+    if mode.has_encoder and config.sampling.where == "beam":
+      presampled = PresampledSubgraphs.of(config)
+    elif mode.has_encoder:
       if not graph_dir:
         raise ValueError(f"model.mode={mode.name} needs the graph directory "
                          "(build-graph output)")
-      # Kept with where=beam too: the export's `rank` signature samples with it.
       sampler = make_sampler(config, graph_dir, tables)
-      if config.sampling.where == "beam":
-        if not config.sampling.subgraphs_dir:
-          raise ValueError("sampling.where=beam needs sampling.subgraphs_dir, the "
-                           "pre-sampled subgraphs (BeamSubgraphSampler output)")
-        presampled = PresampledSubgraphs(config.sampling.subgraphs_dir)
     # Pre-sampled examples carry their own features and labels, in their own order.
     read = presampled.columns if presampled else lambda split: load_split(examples_dir, split)
     train, eval_ = read(contracts.TRAIN_SPLIT), read(contracts.EVAL_SPLIT)
@@ -170,10 +185,7 @@ class Inputs:
     for replica r), so the replicas of all workers together train on exactly
     the batches of one process, and each worker samples only its own rows.
     """
-    if self._presampled is not None and not (use_cache and self._cache_fn is not None):
-      if shard is not None:
-        raise ConfigError("sampling.where=beam: pre-sampled subgraphs are not yet sharded "
-                          "over tf.distribute workers; use train.strategy=default")
+    if self._presampled is not None:
       return self._presampled.dataset(contracts.TRAIN_SPLIT, self._config.train.batch_size,
                                       self._config.train.seed * 1000 + epoch
                                       ).skip(skip).prefetch(tf.data.AUTOTUNE)
@@ -191,7 +203,7 @@ class Inputs:
 
   def eval(self) -> tf.data.Dataset:
     """Eval batches in file order, sampled with the serving seed."""
-    if self._presampled is not None and self._cache_fn is None:
+    if self._presampled is not None:
       return self._presampled.dataset(contracts.EVAL_SPLIT, self._config.train.batch_size,
                                       None).prefetch(tf.data.AUTOTUNE)
     return self._add_graph(self._batched(self._eval, None), self._config.sampling.seed, True)

@@ -60,7 +60,9 @@ TIMING_FILE = "timing.json"
 class RunResult:
   """What a training run produced; `model` is ready for serving export: the
   model `export.task_selection` selects (an `E2EGRec`, or a
-  `task_selection.TaskSelectedModel` when tasks come from different epochs)."""
+  `task_selection.TaskSelectedModel` when tasks come from different epochs).
+  `sampler` is the in-memory `SubgraphSampler`, None for a no_graph model and
+  with `sampling.where=beam` (the run never loaded the graph's sampling index)."""
   model: E2EGRec | task_selection.TaskSelectedModel
   metrics: dict
   sampler: object | None
