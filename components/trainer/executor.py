@@ -117,10 +117,12 @@ class Executor(tfx_trainer_executor.GenericExecutor):
     specs = standard_component_specs
     custom = json_utils.loads(exec_properties.get(specs.CUSTOM_CONFIG_KEY) or "null") or {}
     custom[EXAMPLES_DIR_KEY] = artifact_utils.get_single_uri(input_dict[specs.EXAMPLES_KEY])
+    presampled = bool(input_dict.get(contracts.SUBGRAPHS_KEY))
+    # sampling.where=beam reads its subgraphs and never the graph: nothing to stage.
     custom[GRAPH_DIR_KEY] = (artifact_utils.get_single_uri(input_dict[contracts.GRAPH_KEY])
-                             if input_dict.get(contracts.GRAPH_KEY) else "")
+                             if input_dict.get(contracts.GRAPH_KEY) and not presampled else "")
     custom[MODEL_DIR_KEY] = artifact_utils.get_single_uri(output_dict[specs.MODEL_KEY])
-    if input_dict.get(contracts.SUBGRAPHS_KEY):  # sampling.where=beam: read, not sample.
+    if presampled:
       config = contracts.decode_config(custom[contracts.CONFIG_KEY])
       custom[contracts.CONFIG_KEY] = contracts.encode_config(config.replace(**{
           "sampling.subgraphs_dir": artifact_utils.get_single_uri(
