@@ -57,9 +57,7 @@ class E2EGRec(tfrs.Model):
     self.gfae = (GraphFeatureAutoEncoder(
         tables, mask_rate=model_config.gfae_mask_rate, loss=model_config.gfae_loss,
         gamma=model_config.gfae_sce_gamma, hidden_dim=model_config.gnn_hidden_dim,
-        max_decoded=(model_config.gfae_max_decoded_nodes
-                     if self.mode.encoder_trains_with_ranker else 0),
-        seed=config.train.seed, name="gfae")
+        max_decoded=model_config.gfae_max_decoded_nodes, seed=config.train.seed, name="gfae")
                  if use_graph and model_config.gfae else None)
     self.ranker = MultiTaskRanker(tables, model_config, self.task_names, use_graph,
                                   name="ranker")
