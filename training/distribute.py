@@ -21,7 +21,8 @@ process of a cluster that the `TF_CONFIG` environment variable describes
   go through `datasets/table_lookup.py` (per-shard gathers and searches on the
   PS tasks; Keras `Embedding` layers use `tf.nn.embedding_lookup`, which does
   the same), so no worker ever holds a whole sharded table. Checkpoints store
-  a sharded variable as one tensor: a run resumes with any number of PS tasks.
+  a sharded variable as slices of one tensor, which a single process restores
+  whole.
   The chief runs the loop and schedules each step on a worker with a
   `ClusterCoordinator`; the worker samples the batch's subgraphs against the
   PS-held tables and trains. Steps run one at a time, so training equals one
