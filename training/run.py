@@ -157,11 +157,13 @@ def run(config: Config, examples_dir: str, graph_dir: str | None, out_dir: str, 
                len(inputs.train_columns["user_id"]), len(inputs.eval_columns["user_id"]),
                inputs.steps_per_epoch())
 
-  # Build the model's variables before restoring (optimizer slots and GradNorm
-  # state are restored when they are created, at the first step).
+  # Build the model's and the optimizer's variables before restoring: slots
+  # created later, at the first step, are not restored under
+  # ParameterServerStrategy (TF 2.21), and Adam would restart from zero moments.
   first_batch = next(iter(inputs.train(0, use_cache=False).take(1)))
   model = _built_model(config, inputs.tables, first_batch)
   model.compile(optimizer=tf.keras.optimizers.Adam(config.train.learning_rate))
+  model.optimizer.build(model.trainable_variables)
   model.balancer.loss_weights()
   pretrained = tf.Variable(False, trainable=False, name="pretrained")
   trainer = Trainer(config, model, inputs, out_dir, started,
