@@ -28,9 +28,11 @@ def searchsorted(table, values: tf.Tensor, side: str = "left") -> tf.Tensor:
   if not isinstance(table, _ShardedVariable):
     return tf.searchsorted(table, values, side=side, out_type=tf.int64)
   # The shards are consecutive pieces of one ascending array, so a value's
-  # position in the whole is the sum of its positions in the pieces.
+  # position in the whole is the sum of its positions in the pieces. Each
+  # search runs where its shard is (colocated, like embedding_lookup's gathers:
+  # no device name that a SavedModel would carry to its server).
   positions = []
   for shard in table.variables:
-    with tf.device(shard.device):
+    with tf.compat.v1.colocate_with(shard):
       positions.append(tf.searchsorted(shard, values, side=side, out_type=tf.int64))
   return tf.add_n(positions)

@@ -191,14 +191,23 @@ def test_parameter_server_trains_on_sharded_tables_like_one_process_and_resumes(
   sharded = trained["sharded"]
   assert {"edge_keys", "video_ids"} <= set(sharded), sharded  # Sampler and node tables.
   assert set(sharded.values()) == {2}
-  assert os.path.exists(tmp_path / "run_export" / "saved_model.pb")
   # Sharded variables are initialised shard by shard, so one process cannot start
   # where the cluster started; it resumes the same step-2 checkpoint (restoring
   # the shards whole) and, one step at a time in batch order, trains the same.
-  model = run.run(_config(), examples, graph, str(one_process_dir)).model
+  one_process_export = str(tmp_path / "one_process_export")
+  model = run.run(_config(), examples, graph, str(one_process_dir),
+                  model_exporters=[_ServingExport()], export_dir=one_process_export).model
   np.testing.assert_allclose(trained["loss_weights"],
                              model.balancer.loss_weights().numpy(), rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(trained["variables"], _values(model), rtol=1e-3, atol=1e-4)
+  # The chief's export (of sharded variables) serves here, in one process, alike.
+  ids = lambda *values: tf.constant(values, tf.int64)
+  request = dict(user_id=ids(100, 101, 100), video_ids=ids(100, 105, 10**9),
+                 tab=ids(100, 101, 100), hour=ids(1, 2, 3), day=ids(19110, 19110, 19111))
+  scores = [tf.saved_model.load(path).signatures["rank"](**request)
+            for path in (str(tmp_path / "run_export"), one_process_export)]
+  for task, expected in scores[1].items():
+    np.testing.assert_allclose(scores[0][task], expected, rtol=1e-3, atol=1e-4, err_msg=task)
 
 
 def _shard_in_three(next_creator, **kwargs):
