@@ -174,9 +174,12 @@ class TrainConfig:
   profile_steps: str = ""
   # tf.distribute strategy: default (one process) | multi_worker_mirrored
   # (synchronous data parallel, every worker trains on its shard of each global
-  # batch) | parameter_server (tables sharded over PS tasks, asynchronous
-  # workers). The cluster comes from TF_CONFIG (see kubeflow/README.md).
+  # batch) | parameter_server (tables sharded over PS tasks, workers sample and
+  # train against them). The cluster comes from TF_CONFIG (see kubeflow/README.md).
   strategy: str = "default"
+  # parameter_server: a variable is split over up to all PS tasks into shards
+  # of at least this many bytes (TF's MinSizePartitioner); smaller ones stay whole.
+  ps_min_shard_bytes: int = 256 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -409,7 +412,8 @@ _RANGES = {
         "model.embedding_dim", "model.bottom_units", "model.num_experts",
         "model.tower_units", "train.batch_size", "train.epochs",
         "train.gradnorm_every_steps", "train.log_every_steps",
-        "train.checkpoint_every_steps", "export.max_candidates"), _AT_LEAST_1),
+        "train.checkpoint_every_steps", "train.ps_min_shard_bytes",
+        "export.max_candidates"), _AT_LEAST_1),
     **dict.fromkeys((
         "data.skip_threshold_ms", "data.max_rows", "synthetic.history_length",
         "synthetic.graph_signal", "sampling.fanout_overrides", "model.cross_layers",

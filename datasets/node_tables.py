@@ -16,6 +16,8 @@ Node index 0 is the out-of-vocabulary bucket of every node set: an unseen raw
 id maps there, so cold-start users and videos are scored, not rejected.
 Tables are variables, not constants, so a SavedModel that captures them stays
 far below the 2 GB GraphDef limit and TF Serving loads them as checkpoints.
+Every read goes through `table_lookup`, so the tables may be sharded over
+parameter servers (`train.strategy: parameter_server`).
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from e2e_grec.contracts import NODE_SETS
+from e2e_grec.datasets import table_lookup
 
 # Vocabularies that are not graph node sets.
 CONTEXT_VOCABULARIES = ("tab",)
@@ -77,20 +80,21 @@ class NodeTables(tf.Module):
     ids = self._ids[node_set]
     raw_ids = tf.cast(raw_ids, tf.int64)
     flat = tf.reshape(raw_ids, [-1])
-    position = tf.searchsorted(ids, flat, side="left", out_type=tf.int64)
-    safe = tf.minimum(position, tf.maximum(tf.size(ids, out_type=tf.int64) - 1, 0))
-    found = tf.logical_and(position < tf.size(ids, out_type=tf.int64),
-                           tf.equal(tf.gather(ids, safe), flat))
+    size = ids.shape[0]
+    position = table_lookup.searchsorted(ids, flat)
+    safe = tf.minimum(position, max(size - 1, 0))
+    found = tf.logical_and(position < size,
+                           tf.equal(table_lookup.gather(ids, safe), flat))
     index = tf.where(found, position + 1, tf.zeros_like(position))
     return tf.reshape(index, tf.shape(raw_ids))
 
   def dense(self, node_set: str, index: tf.Tensor) -> tf.Tensor:
     """Normalised numeric features [..., D] of node indices."""
-    return tf.gather(self._dense[node_set], index)
+    return table_lookup.gather(self._dense[node_set], index)
 
   def categorical(self, node_set: str, index: tf.Tensor) -> tf.Tensor:
     """Categorical codes [..., C] of node indices."""
-    return tf.gather(self._categorical[node_set], index)
+    return table_lookup.gather(self._categorical[node_set], index)
 
   def has_dense(self, node_set: str) -> bool:
     return node_set in self._dense and self._dense[node_set].shape[-1] > 0
@@ -100,4 +104,4 @@ class NodeTables(tf.Module):
 
   def video_link(self, link: str, video_index: tf.Tensor) -> tf.Tensor:
     """Node index of the author, tag or music of each video index."""
-    return tf.gather(self._video_links[link], video_index)
+    return table_lookup.gather(self._video_links[link], video_index)

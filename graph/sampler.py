@@ -43,7 +43,8 @@ subgraph"). How it works:
   more so), so this keeps the graph at a few hundred ops.
 
 Everything is stock TensorFlow ops over `tf.Variable` tables (no py_function,
-no TF-GNN custom ops), so the sampler can be exported in a SavedModel.
+no TF-GNN custom ops), so the sampler can be exported in a SavedModel. Tables
+are read through `table_lookup`, so they may be sharded over parameter servers.
 """
 from __future__ import annotations
 
@@ -54,6 +55,7 @@ import tensorflow_gnn as tfgnn
 from e2e_grec.config import SamplingConfig
 from e2e_grec.contracts import (EDGE_TAB_FEATURE, NODE_ID_FEATURE, NODE_SETS, READOUT,
                                 SEED_NODE_SETS, readout_edge_set)
+from e2e_grec.datasets import table_lookup
 from e2e_grec.datasets.node_tables import NodeTables
 from e2e_grec.graph import sampling_index as index_lib
 from e2e_grec.graph.sampling_plan import SamplingPlan
@@ -217,7 +219,7 @@ class SubgraphSampler(tf.Module):
     row = tf.gather(tf.constant(self._step_row), step) + node
     k = tf.gather(tf.constant(self._step_fanout), step)
 
-    start = tf.gather(self._row_starts, row)
+    start = table_lookup.gather(self._row_starts, row)
     end = self._prefix_end(start, row * _RADIX + tf.bitwise.bitwise_and(pair_keys, _RADIX - 1))
     # The OOV bucket (local index 0) is an isolated node, whatever the index holds.
     is_oov = tf.equal(node, tf.gather(tf.constant(self._node_offset), tf.gather(node_set, parent)))
@@ -239,7 +241,7 @@ class SubgraphSampler(tf.Module):
     offset = tf.where(offset >= d, offset - d, offset)  # undo the rotation: < 2d
     edge = tf.gather(start, pick) + tf.where(d > k, offset, draw)
 
-    packed = tf.gather(self._edges, edge)
+    packed = table_lookup.gather(self._edges, edge)
     target_keys = (tf.bitwise.right_shift(packed, _TAB_SHIFT) * _RADIX +
                    tf.bitwise.bitwise_and(tf.gather(pair_keys, pick), _RADIX - 1))
     source = tf.gather(frontier, tf.gather(parent, pick))
@@ -258,7 +260,7 @@ class SubgraphSampler(tf.Module):
     end = start
     for i in reversed(range(self._search_steps)):
       probe = end + (2**i - 1)
-      end = tf.where(tf.gather(self._keys, probe) < row_cutoff, probe + 1, end)
+      end = tf.where(table_lookup.gather(self._keys, probe) < row_cutoff, probe + 1, end)
     return end
 
   def _graph_tensor(self, keys, edges, readout, num_examples) -> tfgnn.GraphTensor:

@@ -13,12 +13,22 @@ process of a cluster that the `TF_CONFIG` environment variable describes
   (`Inputs.train(shard=...)`) and samples their subgraphs; gradients and the
   GradNorm statistics are all-reduced (`E2EGRec.train_step`).
 - `parameter_server` (`tf.distribute.ParameterServerStrategy`): every
-  variable (id embeddings, node and sampler tables) lives on the PS tasks,
-  whole, round robin (`make_strategy` says why not sharded). The chief runs
-  the loop and schedules each step on a worker with a `ClusterCoordinator`;
-  the worker samples the batch's subgraphs against the PS-held tables and
-  trains. Steps run one at a time, so training equals one process's (no
-  asynchronous speed-up yet).
+  variable lives on the PS tasks. A `MinSizePartitioner` splits each one of at
+  least 2 x `train.ps_min_shard_bytes` (node tables, the sampler's CSR
+  tables, id embeddings, their optimizer slots) into a `ShardedVariable` of
+  consecutive row ranges, one shard of at least that size per PS task up to
+  all of them; smaller ones stay whole, round robin. Lookups into the tables
+  go through `datasets/table_lookup.py` (per-shard gathers and searches on the
+  PS tasks; Keras `Embedding` layers use `tf.nn.embedding_lookup`, which does
+  the same), so no worker ever holds a whole sharded table. Checkpoints store
+  a sharded variable as slices of one tensor, which a single process restores
+  whole.
+  The chief runs the loop and schedules each step on a worker with a
+  `ClusterCoordinator`; the worker samples the batch's subgraphs against the
+  PS-held tables and trains. Steps run one at a time, so training equals one
+  process's (no asynchronous speed-up yet). A killed worker's step is retried
+  on another worker by the coordinator; a killed chief (or PS task) is
+  restarted and resumes from the last checkpoint.
   Worker and PS processes only serve (`train` does not return).
 
 Chief-only writing follows TensorFlow's multi-worker guide: the chief writes to
@@ -35,7 +45,7 @@ import socket
 import e2e_grec  # noqa: F401  (legacy Keras before TensorFlow)
 import tensorflow as tf
 
-from e2e_grec.config import Config, ConfigError
+from e2e_grec.config import Config, ConfigError, TrainConfig
 
 _WORKER_TEMP = "workertemp_"
 
@@ -92,8 +102,9 @@ def chief_dir(directory: str) -> str:
   return directory
 
 
-def make_strategy(name: str) -> tf.distribute.Strategy:
+def make_strategy(train: TrainConfig) -> tf.distribute.Strategy:
   """The strategy `train.strategy` names; the cluster comes from TF_CONFIG."""
+  name = train.strategy
   if name == "default":
     return tf.distribute.get_strategy()
   if not os.environ.get("TF_CONFIG"):
@@ -108,10 +119,9 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     if not tasks.get("ps") or not tasks.get("chief"):
       raise ConfigError(f"TF_CONFIG: train.strategy=parameter_server needs a 'chief' and "
                         f"at least one 'ps' task, got {sorted(tasks)}")
-    # No variable_partitioner: tf.gather, which the node tables and the sampler
-    # use, returns a ShardedVariable's rows grouped by shard (TF 2.21), so every
-    # variable stays whole, placed round robin over the PS tasks.
-    return tf.distribute.ParameterServerStrategy(resolver)
+    partitioner = tf.distribute.experimental.partitioners.MinSizePartitioner(
+        min_shard_bytes=train.ps_min_shard_bytes, max_shards=len(tasks["ps"]))
+    return tf.distribute.ParameterServerStrategy(resolver, variable_partitioner=partitioner)
   raise ConfigError(f"train.strategy: unknown strategy {name!r}")
 
 
@@ -134,7 +144,7 @@ def train(config: Config, examples_dir: str, graph_dir: str | None, out_dir: str
   name = config.train.strategy
   if name == "parameter_server" and _task()[0] in ("worker", "ps"):
     _serve_until_stopped()
-  strategy = make_strategy(name)
+  strategy = make_strategy(config.train)
   directory = write_dir(out_dir)
   if directory != out_dir:  # Only the chief exports.
     run_kwargs = {k: v for k, v in run_kwargs.items()

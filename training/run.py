@@ -164,6 +164,17 @@ def run(config: Config, examples_dir: str, graph_dir: str | None, out_dir: str, 
   first_batch = next(iter(inputs.train(0, use_cache=False).take(1)))
   model = _built_model(config, inputs.tables, first_batch)
   model.compile(optimizer=tf.keras.optimizers.Adam(config.train.learning_rate))
+  if isinstance(tf.distribute.get_strategy(), tf.distribute.ParameterServerStrategy):
+    # Except there (TF 2.21): slots created at the first step are never
+    # restored, so a restarted chief's Adam would start from zero moments.
+    # Create them now, for the variables a step updates (those with a
+    # gradient), in the step's order: the checkpoint layout of one process.
+    with tf.GradientTape() as tape:
+      total = model.balancer.combine(model.compute_losses(first_batch, training=True))
+      total += tf.add_n(model.losses) if model.losses else 0.0
+    grads = tape.gradient(total, model.trainable_variables)
+    model.optimizer.build([v for g, v in zip(grads, model.trainable_variables)
+                           if g is not None])
   model.balancer.loss_weights()
   pretrained = tf.Variable(False, trainable=False, name="pretrained")
   trainer = Trainer(config, model, inputs, out_dir, started,
