@@ -170,7 +170,7 @@ def run(config: Config, examples_dir: str, graph_dir: str | None, out_dir: str, 
     # Create them now, for the variables a step updates (those with a
     # gradient), in the step's order: the checkpoint layout of one process.
     with tf.GradientTape() as tape:
-      total = model.balancer.combine(model.compute_losses(first_batch, training=True))
+      total = model.compute_loss(first_batch, training=True)
       total += tf.add_n(model.losses) if model.losses else 0.0
     grads = tape.gradient(total, model.trainable_variables)
     model.optimizer.build([v for g, v in zip(grads, model.trainable_variables)
